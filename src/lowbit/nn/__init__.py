@@ -1,0 +1,3 @@
+from lowbit.nn.qlinear import QuantLinear
+
+__all__ = ["QuantLinear"]
