@@ -68,7 +68,7 @@ class QuantSpec:
         elif self.group_size is not None:
             raise SchemeError(f"group_size={self.group_size} given with granularity {self.granularity!r}; "
                               "set granularity: group or drop group_size")
-        if not self.symmetric and is_float(self.fmt):
+        if not self.symmetric and is_float(get_format(self.format)):
             raise SchemeError(f"{self.format} is a float format: asymmetric (zero-point) quantization applies "
                               "to INT formats only")
         if self.format.startswith("uint"):
