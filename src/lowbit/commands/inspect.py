@@ -18,7 +18,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    import sys
+
+    console = Console(width=None if sys.stdout.isatty() else 160)  # pipes and logs get whole layer names
     if args.presets:
         return _presets(console)
     if not args.checkpoint:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lowbit.errors import CheckpointError
+from lowbit.errors import CheckpointError, DataError
 
 
 def register(sub) -> None:
@@ -50,4 +50,7 @@ def _calibration(args: argparse.Namespace, model, tok):
 
     if args.calib == "random":
         return random_token_batches(model.config.vocab_size, args.n_samples, args.seq_len, seed=0)
+    if tok is None:
+        raise DataError(f"{args.model} has no tokenizer, so text calibration data cannot be tokenized; "
+                        "add tokenizer files to the model directory or use --calib random")
     return calibration_batches(load_texts(args.calib), tok, n_samples=args.n_samples, seq_len=args.seq_len)
