@@ -1,0 +1,180 @@
+"""Dyadic numbers and the two arithmetic backends every integer-only op is written against.
+
+A dyadic number is ``b / 2^c`` with integers b, c (PAPERS.md §0): ``frexp(x) = (m, e)``, ``b = round_half_up(m *
+2^bits)``, ``c = bits - e``. Requantization is ``y = floor((z * b + 2^(c-1)) / 2^c)`` = round-half-up of
+``z * b / 2^c``: a multiply, an add and a shift (HAWQ-V3 §3, I-ViT ``fixedpoint_mul``).
+
+Every op in :mod:`lowbit.intonly.ops` and :mod:`lowbit.intonly.blocks` is written once against an arithmetic
+object ``A`` and runs on either backend:
+
+* :data:`INT` — the integer-only path: int64 tensors, shifts, multiplies, adds, compares. Division (by a
+  constant or at run time) is restoring long division — shift, compare, subtract — over the number of quotient
+  bits the caller proves sufficient, so no division instruction is in the data path
+  (:mod:`lowbit.intonly.checker` verifies this).
+* :data:`SIM` — the float64 simulation of the same arithmetic, written the way I-ViT's PyTorch code writes it
+  (``torch.floor(a / b)``, ``floor(x * 2^s)``, ``floor(z * b / 2^c + 0.5)``). Every intermediate is an integer
+  below 2^52, so float64 holds it exactly and the two backends agree bit for bit (tests/intonly check this).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lowbit.errors import LowbitError
+
+EXACT_BITS = 52  # integers below 2^52 survive float64 arithmetic (+, *, floor(a/b)) exactly
+
+
+class IntegerOnlyError(LowbitError):
+    """An integer-only graph that is not integer-only, or a quantity that does not fit its integer width."""
+
+
+@dataclass(frozen=True)
+class Dyadic:
+    """``b / 2^c`` elementwise: b (int64, sign carried by b) and c (int64, >= 1) broadcast against the data."""
+
+    b: torch.Tensor
+    c: torch.Tensor
+
+    def value(self) -> torch.Tensor:
+        """float64 value (for reports and tests, never in the data path)."""
+        return self.b.double() * torch.pow(2.0, -self.c.double())
+
+    def to(self, device) -> "Dyadic":
+        return Dyadic(self.b.to(device), self.c.to(device))
+
+
+def dyadic(x, bits: int = 31) -> Dyadic:
+    """The dyadic approximation of x (scalar or tensor) with a ``bits``-bit mantissa.
+
+    Args:
+        x: real multiplier(s); zero gives b = 0.
+        bits: mantissa bits (31 in HAWQ / I-ViT). Callers lower it with :func:`mantissa_bits` where the
+            requantized integer is wide, so ``|z| * |b|`` stays below 2^52.
+
+    Raises:
+        IntegerOnlyError: a multiplier of magnitude >= 2^(bits-1) (the shift would be negative) or non-finite.
+    """
+    a = np.asarray(torch.as_tensor(x, dtype=torch.float64).cpu().numpy(), dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise IntegerOnlyError(f"dyadic(): non-finite multiplier {a[~np.isfinite(a)][:3]}")
+    m, e = np.frexp(np.abs(a))  # |a| = m * 2^e, m in [0.5, 1)
+    b = np.floor(m * 2.0**bits + 0.5).astype(np.int64)  # round half up (HAWQ's ROUND_HALF_UP)
+    c = (bits - e).astype(np.int64)
+    carry = b == (1 << bits)  # m rounded up to 1.0
+    b, c = np.where(carry, b >> 1, b), np.where(carry, c - 1, c)
+    zero = b == 0
+    b, c = np.where(zero, 0, b), np.where(zero, 1, c)
+    if (c < 1).any():
+        raise IntegerOnlyError(f"dyadic(): multiplier {np.abs(a).max():.3g} is too large for a {bits}-bit "
+                               "mantissa with a right shift; rescale the producer or consumer")
+    b = np.where(a < 0, -b, b)
+    return Dyadic(torch.from_numpy(np.asarray(b)), torch.from_numpy(np.asarray(c)))
+
+
+def mantissa_bits(in_bits: int) -> int:
+    """Largest mantissa (<= 31) that keeps ``|z| * |b| < 2^52`` for ``|z| < 2^in_bits``."""
+    bits = min(31, EXACT_BITS - in_bits)
+    if bits < 8:
+        raise IntegerOnlyError(f"an integer of {in_bits} bits cannot be requantized exactly (mantissa would "
+                               f"have {bits} bits)")
+    return bits
+
+
+def qrange(bits: int, signed: bool = True) -> tuple[int, int]:
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def bits_for(bound: float) -> int:
+    """Bits of magnitude needed for integers with |v| <= bound."""
+    return max(1, math.ceil(math.log2(float(bound) + 1)))
+
+
+class IntArith:
+    """Integer-only backend: int64 tensors; multiply, add, shift, compare. No division, no float."""
+
+    name = "int"
+    dtype = torch.int64
+
+    def tensor(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.int64)
+
+    def shift(self, v: torch.Tensor, s) -> torch.Tensor:
+        """floor(v * 2^s); s an int or an int tensor (negative = arithmetic right shift, which floors)."""
+        if isinstance(s, int):
+            return v << s if s >= 0 else v >> -s
+        return torch.where(s >= 0, v << s.clamp(min=0), v >> (-s).clamp(min=0))
+
+    def floordiv(self, a: torch.Tensor, b, abits: int, signed: bool = False, qbits: int | None = None
+                 ) -> torch.Tensor:
+        """floor(a / b) for b >= 1 and |a| < 2^abits by restoring long division: per dividend bit, shift the
+        remainder in, compare with b, subtract. The remainder stays below 2b, so nothing overflows.
+
+        signed=True allows a < 0 (floor toward -inf: floor(a/b) = -floor((-a + b - 1) / b)).
+        qbits: when the caller proves a < b * 2^qbits and b * 2^qbits < 2^62, only qbits quotient bits are
+        produced (compare with b << i, subtract): fewer steps than abits when the quotient is short."""
+        b = torch.as_tensor(b, dtype=torch.int64, device=a.device)
+        if signed:
+            neg = a < 0
+            mag = torch.where(neg, b - 1 - a, a)
+            q = self.floordiv(mag, b, abits + 1, qbits=qbits)
+            return torch.where(neg, -q, q)
+        if qbits is not None and qbits < abits:
+            q, r = torch.zeros_like(a) + torch.zeros_like(b), a + torch.zeros_like(b)
+            for i in range(qbits - 1, -1, -1):
+                t = b << i
+                ge = (r >= t).to(torch.int64)
+                r = r - t * ge
+                q = q | (ge << i)
+            return q
+        q = torch.zeros_like(a) + torch.zeros_like(b)
+        r = q.clone()
+        for i in range(abits - 1, -1, -1):
+            r = (r << 1) | ((a >> i) & 1)
+            ge = (r >= b).to(torch.int64)
+            r = r - b * ge
+            q = q | (ge << i)
+        return q
+
+    def requant(self, z: torch.Tensor, m: Dyadic, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """round_half_up((z * b + bias) / 2^c): multiply, add, shift."""
+        acc = z * m.b.to(z.device) + (0 if bias is None else bias)
+        c = m.c.to(z.device)
+        return (acc + (torch.ones_like(c) << (c - 1))) >> c
+
+    def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)
+
+
+class SimArith:
+    """float64 simulation of the same arithmetic with floor / true division (I-ViT's PyTorch formulation)."""
+
+    name = "sim"
+    dtype = torch.float64
+
+    def tensor(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float64)
+
+    def shift(self, v: torch.Tensor, s) -> torch.Tensor:
+        if isinstance(s, int):
+            return torch.floor(v * 2.0**s)
+        return torch.floor(v * torch.pow(2.0, s.to(torch.float64)))
+
+    def floordiv(self, a: torch.Tensor, b, abits: int, signed: bool = False, qbits: int | None = None
+                 ) -> torch.Tensor:
+        return torch.floor(a / torch.as_tensor(b, dtype=torch.float64, device=a.device))
+
+    def requant(self, z: torch.Tensor, m: Dyadic, bias: torch.Tensor | None = None) -> torch.Tensor:
+        c = m.c.to(z.device).double()
+        acc = z * m.b.to(z.device).double() + (0 if bias is None else bias.double())
+        return torch.floor((acc + torch.pow(2.0, c - 1)) * torch.pow(2.0, -c))
+
+    def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)
+
+
+INT = IntArith()
+SIM = SimArith()

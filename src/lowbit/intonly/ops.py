@@ -1,0 +1,236 @@
+"""Integer-only nonlinearities: I-ViT's Shiftmax / ShiftGELU / I-LayerNorm and I-BERT's i-exp / i-GELU.
+
+Each op is a frozen dataclass built once from the (float) scale of its integer input — that is where every
+floating-point constant is turned into an integer — and applied with ``op(A, x)`` on an arithmetic backend
+(:data:`lowbit.intonly.dyadic.INT` or ``SIM``). Inputs and outputs are integer codes; ``out_scale`` gives the
+real value of one output unit.
+
+Deviations from the papers' code, each because the paper's version divides or loses precision:
+
+* Divisions are exact floor divisions done by restoring long division (``A.floordiv``), never a divide.
+* Shiftmax / i-softmax normalise with one division, ``p = floor(e * 2^k / sum(e))`` (k = output bits),
+  instead of ``floor(e * floor((2^31 - 1) / sum) / 2^(32-k))``: the 31-bit reciprocal loses up to
+  ``sum / 2^31`` relative precision, which is several percent when 128 keys share the row sum.
+* ShiftGELU evaluates the sigmoid on -|x| and reflects it (σ(t) = 1 - σ(-t)):
+  ``s = floor(e(-|x|) * 2^(k-1) / (e(-|x|) + e(0)))``. I-ViT's form subtracts the row maximum and computes
+  e(x - max) and e(-max); when the row spans more than n/(1.702 log2 e) ~ 9.4 below its maximum both
+  exponentials saturate at the n*x0 clamp and the sigmoid comes out 1/2 for strongly negative x
+  (measured: max |error| 2.8 against exact GELU at S = 0.1 with inputs in ±12.7).
+* I-LayerNorm rounds the mean half up (I-ViT: half to even) and keeps the Newton square root exactly
+  (k0 = 2^16, 10 iterations, PAPERS.md §5); γ and β are applied by the consumer's dyadic requantization
+  (``LayerNormInt.affine``), not by ``β / γ`` (which blows up for small γ).
+* i-GELU's overflow shift is ``max(0, bits(c_int) - 15)`` instead of I-BERT's fixed 14, which would zero
+  every value for 8- or 16-bit inputs (I-BERT feeds it 32-bit accumulators).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lowbit.intonly.dyadic import IntegerOnlyError, bits_for
+
+LOG2E_SHIFT = "x + (x >> 1) - (x >> 4)"  # 1.4375 ~ log2(e) = 1.4427 (I-ViT Shiftmax step 2)
+IBERT_EXP = (0.35815147, 0.96963238, 1.0)  # exp(p) ~ a p^2 + b p + c on (-ln2, 0] (I-BERT)
+IBERT_ERF = (-0.2888, -1.769, 1.0)  # erf(t) ~ sgn(t) [a (min(|t|, -b) + b)^2 + 1] (I-BERT)
+IBERT_LN2 = -0.6931
+EXP_CAP_BITS = 44  # exponentials are kept below 2^44 so e * 2^8 stays below 2^52 (exact in float64)
+
+
+def _check_scale(name: str, s: float) -> float:
+    s = float(s)
+    if not (s > 0 and math.isfinite(s)):
+        raise IntegerOnlyError(f"{name}: the input scale must be a positive finite number, got {s}")
+    return s
+
+
+@dataclass(frozen=True)
+class ShiftExp:
+    """I-ViT's shift exponential: e(x) ~ 2^n * exp(x * S) / S for integer x <= 0 (scale S / 2^n)."""
+
+    x0: int  # floor(-1 / S): the integer that represents -1 in base-2 exponent units
+    n: int
+
+    @classmethod
+    def build(cls, scale: float, n: int) -> "ShiftExp":
+        return cls(math.floor(-1.0 / _check_scale("ShiftExp", scale)), n)
+
+    def __call__(self, A, x: torch.Tensor) -> torch.Tensor:
+        x = x + A.shift(x, -1) - A.shift(x, -4)  # x * 1.4375: to base 2
+        x = torch.clamp(x, min=self.n * self.x0)
+        q = A.floordiv(-x, -self.x0, bits_for(-self.n * self.x0), qbits=bits_for(self.n))  # in [0, n]
+        r = x - self.x0 * q  # r * S in (-1, 0]
+        return torch.clamp(A.shift(r - 2 * self.x0, self.n - 1 - q), min=0)  # (r/2 - x0) * 2^(n-q)
+
+    def bound(self) -> int:
+        return -self.x0 * (1 << self.n)
+
+
+@dataclass(frozen=True)
+class IExp:
+    """I-BERT's i-exp: second-order polynomial on (-ln2, 0] and a shift by the number of ln2's."""
+
+    x0: int  # floor(-ln2 / S)
+    b: int  # floor((b/a) / S)
+    c: int  # floor((c/a) / S^2)
+    n: int  # output offset 2^n (I-BERT: 30; lowered so values stay below 2^EXP_CAP_BITS)
+    clamp_n: int = 30  # inputs below clamp_n * x0 saturate (I-BERT's const = 30)
+
+    @classmethod
+    def build(cls, scale: float, n: int = 30) -> "IExp":
+        s = _check_scale("IExp", scale)
+        a, b, c = IBERT_EXP
+        x0, b_int, c_int = math.floor(IBERT_LN2 / s), math.floor(b / a / s), math.floor(c / a / s**2)
+        n = min(n, EXP_CAP_BITS - bits_for(c_int + b_int * b_int))
+        if n < 4:
+            raise IntegerOnlyError(f"i-exp: the input scale {s:.3g} is too fine for an exact 64-bit i-exp; "
+                                   "requantize the scores to fewer bits first")
+        return cls(x0, b_int, c_int, n)
+
+    def __call__(self, A, x: torch.Tensor) -> torch.Tensor:
+        x = torch.clamp(x, min=self.clamp_n * self.x0)
+        q = A.floordiv(-x, -self.x0, bits_for(-self.clamp_n * self.x0), qbits=bits_for(self.clamp_n))  # [0, 30]
+        r = x - self.x0 * q  # (-ln2, 0] in units of S
+        poly = (r + self.b) * r + self.c  # exp(r S) / (a S^2)
+        return torch.clamp(A.shift(poly, self.n - q), min=0)
+
+    def bound(self) -> int:
+        return (self.c + self.b * self.b) << self.n
+
+
+@dataclass(frozen=True)
+class IntSoftmax:
+    """Softmax over the last dim of integer scores (scale S): Shiftmax (I-ViT) or i-softmax (I-BERT).
+
+    Output: integers in [0, 2^out_bits - 1] with scale 2^-out_bits (7 bits fit int8 for the P·V GEMM).
+    mask: optional 0/1 integer tensor broadcastable to the scores (0 = padded key, excluded).
+    """
+
+    exp: ShiftExp | IExp
+    out_bits: int = 7
+
+    @classmethod
+    def build(cls, scale: float, kind: str = "shift", out_bits: int = 7, n: int = 15) -> "IntSoftmax":
+        if kind == "shift":
+            return cls(ShiftExp.build(scale, n), out_bits)
+        if kind == "poly":
+            return cls(IExp.build(scale), out_bits)
+        raise IntegerOnlyError(f"unknown softmax kind {kind!r}; choose shift (I-ViT Shiftmax) or poly (I-BERT)")
+
+    @property
+    def out_scale(self) -> float:
+        return 2.0**-self.out_bits
+
+    def __call__(self, A, x: torch.Tensor, mask: torch.Tensor | None = None, max_keys: int = 4096) -> torch.Tensor:
+        if mask is not None:
+            x = torch.where(mask > 0, x, torch.full_like(x, -(1 << 40)))
+        x = x - torch.amax(x, dim=-1, keepdim=True)
+        e = self.exp(A, x)
+        if mask is not None:
+            e = e * mask
+        total = torch.sum(e, dim=-1, keepdim=True)  # >= e(0) > 0: the row maximum is never masked
+        abits = bits_for(self.exp.bound()) + self.out_bits
+        p = A.floordiv(A.shift(e, self.out_bits), total, abits, qbits=self.out_bits + 1)  # e <= total
+        return torch.clamp(p, max=(1 << self.out_bits) - 1)
+
+
+@dataclass(frozen=True)
+class ShiftGELU:
+    """I-ViT's ShiftGELU: x * sigmoid(1.702 x), the sigmoid from two shift exponentials (n = 23).
+
+    Output scale: S * 2^-(out_bits - 1).
+    """
+
+    exp: ShiftExp
+    scale: float
+    out_bits: int = 8
+
+    @classmethod
+    def build(cls, scale: float, out_bits: int = 8, n: int = 23) -> "ShiftGELU":
+        s = _check_scale("ShiftGELU", scale)
+        return cls(ShiftExp.build(s * 1.702, n), s, out_bits)  # 1.702 folded into the constant x0
+
+    @property
+    def out_scale(self) -> float:
+        return self.scale * 2.0 ** -(self.out_bits - 1)
+
+    def __call__(self, A, x: torch.Tensor) -> torch.Tensor:
+        e = self.exp(A, -torch.abs(x))  # exp(-1.702|x|) in units of exp(0) = -x0 * 2^n
+        e0 = self.exp.bound()
+        half = 1 << (self.out_bits - 1)
+        s = A.floordiv(A.shift(e, self.out_bits - 1), e + e0, bits_for(e0) + self.out_bits,
+                       qbits=self.out_bits)  # sigmoid(-1.702|x|) * 2^(k-1), in [0, 2^(k-2)]
+        sig = torch.where(x >= 0, half - s, s)
+        return x * sig
+
+
+@dataclass(frozen=True)
+class IGELU:
+    """I-BERT's i-GELU: x/2 * (1 + erf(x / sqrt 2)) with erf from a clipped second-order polynomial."""
+
+    b: int
+    c: int
+    shift: int
+    one: int  # floor(1 / erf_scale): the integer 1 in erf units
+    out_scale: float
+
+    @classmethod
+    def build(cls, scale: float) -> "IGELU":
+        s = _check_scale("IGELU", scale)
+        a, b, c = IBERT_ERF
+        s_sig = s / math.sqrt(2)
+        b_int, c_int = math.floor(b / s_sig), math.floor(c / a / s_sig**2)
+        shift = max(0, bits_for(abs(c_int)) - 15)
+        erf_scale = s_sig**2 * a * 2**shift
+        one = math.floor(1.0 / erf_scale)
+        return cls(b_int, c_int, shift, one, s * erf_scale / 2)
+
+    def __call__(self, A, x: torch.Tensor) -> torch.Tensor:
+        sign = torch.sign(x)
+        mag = torch.clamp(torch.abs(x), max=-self.b)
+        erf = A.shift(sign * ((mag + self.b) * (mag + self.b) + self.c), -self.shift)
+        return x * (erf + self.one)
+
+
+@dataclass(frozen=True)
+class LayerNormInt:
+    """I-LayerNorm (I-ViT): integer mean, integer Newton square root, normalisation by one reciprocal.
+
+    ``core`` returns ``y`` with ``y * sqrt(C) / 2^30 = (x - mean) / std`` (unit variance); the affine
+    ``gamma * . + beta`` is applied by the consumer's requantization (see ``affine``).
+    """
+
+    channels: int
+    in_bits: int = 16  # |x| < 2^(in_bits-1)
+    iterations: int = 10
+
+    @property
+    def unit_scale(self) -> float:
+        return math.sqrt(self.channels) / 2**30
+
+    def core(self, A, x: torch.Tensor) -> torch.Tensor:
+        c = self.channels
+        sbits = self.in_bits + bits_for(c)
+        total = torch.sum(x, dim=-1, keepdim=True)
+        mean = A.floordiv(2 * total + c, 2 * c, sbits + 2, signed=True)  # round(total / C), half up
+        y = x - mean
+        var = torch.sum(y * y, dim=-1, keepdim=True)
+        vbits = 2 * (self.in_bits + 1) + bits_for(c)
+        k = torch.full_like(var, 1 << 16)
+        for _ in range(self.iterations):  # Newton: k <- floor((k + floor(var / k)) / 2)
+            k = A.shift(k + A.floordiv(var, k, vbits), -1)
+        k = torch.clamp(k, min=1)
+        factor = A.floordiv(torch.full_like(k, (1 << 31) - 1), k, 31)
+        return A.shift(y * factor, -1)
+
+    def affine(self, gamma: torch.Tensor, beta: torch.Tensor, out_scale: float, bits: int = 31):
+        """Per-channel dyadic multiplier and bias at shift precision so that
+        ``A.requant(core, m, bias)`` = round((gamma * normalised + beta) / out_scale)."""
+        from lowbit.intonly.dyadic import dyadic
+
+        m = dyadic(gamma.double() * self.unit_scale / out_scale, bits)
+        bias = torch.floor(beta.double() / out_scale * torch.pow(2.0, m.c.double()) + 0.5).to(torch.int64)
+        if bias.abs().max() >= 2**51:
+            raise IntegerOnlyError("I-LayerNorm: beta / out_scale is too large for an exact requantization")
+        return m, bias
