@@ -81,8 +81,22 @@ def _untied_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _module_entry(m: QuantLinear) -> dict:
-    return {"in_features": m.in_features, "out_features": m.out_features, "weights": spec_to_dict(m.weight_spec),
-            "activations": spec_to_dict(m.act_spec) if m.act_spec else None}
+    e = {"in_features": m.in_features, "out_features": m.out_features, "weights": spec_to_dict(m.weight_spec),
+         "activations": spec_to_dict(m.act_spec) if m.act_spec else None}
+    if m.lorc_u is not None:  # lowbit.methods.lorc
+        e["lorc"] = {"rank": m.lorc_rank, "bits": 8 if m.lorc_u_scale is not None else None}
+    if m.input_transform is not None:  # lowbit.methods.rotation
+        e["input_transform"] = m.input_transform
+    return e
+
+
+def _restore_extras(model: nn.Module, entries: dict) -> None:
+    """Allocate the LoRC buffers and set the input transforms the module entries record (before loading)."""
+    for name, e in entries.items():
+        m = model.get_submodule(name)
+        if e.get("lorc"):
+            m.init_lorc(e["lorc"]["rank"], e["lorc"]["bits"])
+        m.input_transform = e.get("input_transform")
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -147,6 +161,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_tokenizer: b
                              if e["activations"] else None, e["in_features"], e["out_features"])
                for n, e in qc["modules"].items()]
     build_shells(model, modules)
+    _restore_extras(model, qc["modules"])
     _load_weights(model, d / WEIGHTS)
     model.lowbit_scheme = scheme
     model.eval()

@@ -81,13 +81,14 @@ def _first(out):
 
 
 def sequential_blocks(model: nn.Module, batches: list[Batch], device: str | torch.device = "cpu",
-                      progress: bool = True, desc: str = "blocks"
+                      progress: bool = True, desc: str = "blocks", reuse_outputs: bool = False
                       ) -> Iterator[tuple[int, nn.Module, Callable[[], None]]]:
     """Yield `(index, block, run)` for each block in order, with the block on `device`.
 
     `run()` forwards every cached calibration input through the block (hooks the consumer registered fire).
     When the consumer resumes the iteration, the block's outputs under its current weights are computed and
-    cached as the next block's inputs, and the block goes back to where it was.
+    cached as the next block's inputs, and the block goes back to where it was. With `reuse_outputs` (for
+    consumers that only observe), the outputs of the consumer's last `run()` are reused instead.
 
     Example:
         >>> for i, block, run in sequential_blocks(model, batches, "cuda"):
@@ -115,12 +116,15 @@ def sequential_blocks(model: nn.Module, batches: list[Batch], device: str | torc
         home = next(block.parameters()).device
         block.to(device)
 
-        def run(block=block) -> list:
+        last: list = []
+
+        def run(block=block, last=last) -> list:
             with torch.no_grad():
-                return [_first(block(*a, **kw)) for a, kw in zip(args, kwargs)]
+                last[:] = [_first(block(*a, **kw)) for a, kw in zip(args, kwargs)]
+            return last
 
         yield i, block, run
-        outs = run()
+        outs = last if reuse_outputs and last else run()
         args = [(o, *a[1:]) for o, a in zip(outs, args)]
         block.to(home)
     del args, kwargs

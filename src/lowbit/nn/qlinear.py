@@ -1,7 +1,10 @@
 """QuantLinear: a drop-in replacement for nn.Linear (and GPT-2's Conv1D) holding packed low-bit weights.
 
 Buffers (what a checkpoint stores): `qweight` (packed codes), `scale`, optional `zero`, optional `act_scale` /
-`act_zero` (static activation quantization), optional `bias` (kept in the model's dtype).
+`act_zero` (static activation quantization), optional `bias` (kept in the model's dtype), optional LoRC factors
+`lorc_u` (N, r) / `lorc_v` (r, K) (int8 with per-row `lorc_u_scale` / `lorc_v_scale`, or float): ZeroQuant-V2
+low-rank compensation, y += (x_q @ V^T) @ U^T, see lowbit.methods.lorc. `input_transform` ("hadamard" or None)
+rotates the input online before it is quantized (QuaRot's FFN rotation, lowbit.methods.rotation).
 
 The reference forward (any device) computes what the GPU kernels compute: activations quantized per the scheme
 (per-token dynamic, or per-tensor static) and dequantized, weights dequantized from the packed codes, then a
@@ -50,6 +53,9 @@ class QuantLinear(nn.Module):
         static = act_spec is not None and not act_spec.dynamic
         self.register_buffer("act_scale", torch.ones(()) if static else None)
         self.register_buffer("act_zero", torch.zeros(()) if static and not act_spec.symmetric else None)
+        for k in ("lorc_u", "lorc_v", "lorc_u_scale", "lorc_v_scale"):
+            self.register_buffer(k, None)
+        self.input_transform: str | None = None
 
     @classmethod
     def from_float(cls, module: nn.Module, weight_spec: QuantSpec, act_spec: QuantSpec | None, name: str = "",
@@ -67,6 +73,9 @@ class QuantLinear(nn.Module):
         q.load_qtensor(qweight if qweight is not None else quantize_weight(w.detach(), weight_spec, name))
         if b is not None:
             q.bias.data.copy_(b.detach())
+        q.input_transform = getattr(module, "lowbit_input_transform", None)
+        if getattr(module, "lowbit_lorc", None) is not None:
+            q.set_lorc(*module.lowbit_lorc)
         if q.act_scale is not None:
             if act_range is None:
                 raise ValueError(f"{name}: static activation quantization needs a calibrated range")
@@ -94,14 +103,60 @@ class QuantLinear(nn.Module):
             return x.float()
         return quantize_activation(x, self.act_spec, self.act_scale, self.act_zero)
 
+    # --- LoRC factors and the online input transform (lowbit.methods.lorc / .rotation) -------------------
+    @property
+    def lorc_rank(self) -> int:
+        return 0 if self.lorc_u is None else self.lorc_u.shape[1]
+
+    def init_lorc(self, rank: int, bits: int | None) -> None:
+        """Allocate (zero) LoRC buffers of rank `rank`, int8 with scales when bits == 8, else float32."""
+        dt = torch.int8 if bits == 8 else torch.float32
+        dev = self.qweight.device
+        self.lorc_u = torch.zeros(self.out_features, rank, dtype=dt, device=dev)
+        self.lorc_v = torch.zeros(rank, self.in_features, dtype=dt, device=dev)
+        self.lorc_u_scale = torch.ones(self.out_features, 1, device=dev) if bits == 8 else None
+        self.lorc_v_scale = torch.ones(rank, 1, device=dev) if bits == 8 else None
+
+    def set_lorc(self, u: torch.Tensor, v: torch.Tensor, bits: int | None = None) -> None:
+        """Store LoRC factors U (N, r), V (r, K), per-row symmetric int8 when bits == 8."""
+        from lowbit.methods.lorc import int8_rows  # lazy: lowbit.methods imports this module
+
+        self.init_lorc(u.shape[1], bits)
+        if bits == 8:
+            (self.lorc_u, self.lorc_u_scale), (self.lorc_v, self.lorc_v_scale) = int8_rows(u), int8_rows(v)
+        else:
+            self.lorc_u, self.lorc_v = u.float().contiguous(), v.float().contiguous()
+        for k in ("lorc_u", "lorc_v", "lorc_u_scale", "lorc_v_scale"):
+            if getattr(self, k) is not None:
+                setattr(self, k, getattr(self, k).to(self.qweight.device))
+
+    def lorc_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, V) in float32."""
+        u, v = self.lorc_u.float(), self.lorc_v.float()
+        if self.lorc_u_scale is not None:
+            u, v = u * self.lorc_u_scale, v * self.lorc_v_scale
+        return u, v
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_transform is None:
+            return x
+        from lowbit.methods.rotation import online_transform  # lazy, as above
+
+        return online_transform(x, self.input_transform)
+
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.quantize_input(x) @ self.dequantized_weight().t()  # (…, N) float32
+        xq = self.quantize_input(self.transform_input(x))
+        y = xq @ self.dequantized_weight().t()  # (…, N) float32
+        if self.lorc_u is not None:
+            u, v = self.lorc_factors()
+            y = y + (xq @ v.t()) @ u.t()  # side GEMM through rank r
         if self.bias is not None:
             y = y + self.bias.float()
         return y.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and _cuda_forward is not None:
+        # Kernels do not apply LoRC or the input transform yet: such layers take the reference path.
+        if x.is_cuda and _cuda_forward is not None and self.lorc_u is None and self.input_transform is None:
             y = _cuda_forward(self, x)
             if y is not None:
                 return y
@@ -109,8 +164,10 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         a = self.act_spec.describe() if self.act_spec else "none (weight-only)"
+        extra = (f", lorc_rank={self.lorc_rank}" if self.lorc_u is not None else "") + \
+            (f", input_transform={self.input_transform}" if self.input_transform else "")
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"weights={self.weight_spec.describe()}, activations={a}, bias={self.bias is not None}")
+                f"weights={self.weight_spec.describe()}, activations={a}, bias={self.bias is not None}{extra}")
 
 
 def _linear_weight(module: nn.Module) -> torch.Tensor:
