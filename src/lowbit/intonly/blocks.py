@@ -1,0 +1,349 @@
+"""Integer-only BERT-family encoder (I-BERT / I-ViT dataflow, PAPERS.md §5-6) built from a lowbit model.
+
+Dataflow of one (post-LN) BERT layer; ``rq`` is a dyadic requantization, ``[b]`` a b-bit integer:
+
+    h[16] ─rq→ x[8] ─GEMM→ q,k,v[32] ─rq→ [8] ─QKᵀ→ [32] ─rq (1/√d folded)→ s[8] ─Shiftmax→ p[7]
+      p·v[32] ─rq→ [8] ─GEMM(o)→ [32] ─rq→ [16] + rq(h)[16] ─I-LN→ h'[16] ─rq→ [8] ─GEMM(fc1)→ [32]
+      ─rq→ [8] ─ShiftGELU→ ─rq→ [8] ─GEMM(fc2)→ [32] ─rq→ [16] + rq(h')[16] ─I-LN→ h''[16]
+
+Embeddings: int8 tables with one scale per row; word + position + type are requantized (per-row dyadic,
+gathered by id) to one 16-bit scale and added, then I-LN. GEMMs take int8 codes and INT32 bias
+``round(b / (S_x S_w))``; weights and linear-input scales come from the lowbit model
+(:data:`INTONLY_SCHEME`: int8 per-channel weights, int8 per-tensor static activations). The other scales
+(GEMM outputs, scores, residual sums, LayerNorm outputs) are calibrated here with the quantized graph in the
+loop: one pass of the float64 simulation over the calibration tokens sets each scale from the values that
+reach it (max |x|, or a percentile).
+
+The same code runs on :data:`~lowbit.intonly.dyadic.INT` (integer-only) and ``SIM`` (its float64 twin), so
+``integer_forward(INT)`` and ``integer_forward(SIM)`` return identical codes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+
+from lowbit.intonly.dyadic import INT, SIM, Dyadic, IntegerOnlyError, bits_for, dyadic, mantissa_bits, qrange
+from lowbit.intonly.ops import IGELU, IntSoftmax, LayerNormInt, ShiftGELU
+from lowbit.nn.qlinear import QuantLinear
+from lowbit.scheme import QuantSpec, Scheme
+
+INTONLY_SCHEME = Scheme("w8a8-int8-static", QuantSpec("int8", "channel"), QuantSpec("int8", "tensor"))
+
+
+@dataclass(frozen=True)
+class IntConfig:
+    """Bit widths and nonlinearity variants of the integer graph.
+
+    Args:
+        softmax: "shift" (I-ViT Shiftmax) or "poly" (I-BERT i-exp).
+        gelu: "shift" (I-ViT ShiftGELU) or "poly" (I-BERT i-GELU).
+        score_bits: attention scores entering the softmax.
+        prob_bits: softmax output (7 keeps P in int8 for the P·V GEMM).
+        gelu_in_bits: FC1 output entering the GELU.
+        residual_bits: residual stream and LayerNorm outputs (I-ViT QuantAct16).
+        percentile: calibrated scales cover this percentile of |x| (100 = max).
+    """
+
+    softmax: str = "shift"
+    gelu: str = "shift"
+    score_bits: int = 8
+    prob_bits: int = 7
+    gelu_in_bits: int = 8
+    residual_bits: int = 16
+    percentile: float = 100.0
+
+    def __post_init__(self) -> None:
+        for k in ("softmax", "gelu"):
+            if getattr(self, k) not in ("shift", "poly"):
+                raise IntegerOnlyError(f"IntConfig.{k} must be 'shift' or 'poly', got {getattr(self, k)!r}")
+        for k in ("score_bits", "gelu_in_bits", "residual_bits"):
+            if not 4 <= getattr(self, k) <= 16:
+                raise IntegerOnlyError(f"IntConfig.{k} must be in 4..16, got {getattr(self, k)}")
+        if not 4 <= self.prob_bits <= 8:
+            raise IntegerOnlyError(f"IntConfig.prob_bits must be in 4..8, got {self.prob_bits}")
+
+
+@dataclass
+class IntLinear:
+    """int8 codes (N, K), per-channel weight scale, input scale, INT32 bias; output scale S_x * S_w."""
+
+    codes: torch.Tensor  # (N, K) int8
+    w_scale: torch.Tensor  # (N,) float64
+    in_scale: float
+    bias: torch.Tensor  # (N,) int64
+
+    @classmethod
+    def from_quant(cls, name: str, q: nn.Module) -> "IntLinear":
+        if not isinstance(q, QuantLinear):
+            raise IntegerOnlyError(f"{name} is {type(q).__name__}, not a QuantLinear: quantize the model with "
+                                   "lowbit.intonly.INTONLY_SCHEME first (build_int_bert does it for you)")
+        w, a = q.weight_spec, q.act_spec
+        if (w.format, w.granularity, w.symmetric) != ("int8", "channel", True) or a is None or a.dynamic \
+                or (a.format, a.granularity, a.symmetric) != ("int8", "tensor", True):
+            raise IntegerOnlyError(f"{name}: integer-only inference needs int8 per-channel symmetric weights and "
+                                   f"int8 per-tensor static symmetric activations; got W {w.describe()}, "
+                                   f"A {a.describe() if a else 'none'} (use INTONLY_SCHEME)")
+        s_x = float(q.act_scale)
+        s_w = q.scale.reshape(-1).double()
+        b = q.bias.double() if q.bias is not None else torch.zeros(q.out_features, dtype=torch.float64)
+        bias = torch.round(b / (s_x * s_w)).to(torch.int64)
+        if bias.abs().max() >= 2**31:
+            raise IntegerOnlyError(f"{name}: the bias does not fit INT32 at scale S_x*S_w")
+        return cls(q.qweight.to(torch.int8), s_w, s_x, bias)
+
+    def __post_init__(self) -> None:
+        # build-time constants (computing them per call would put float ops in the checked graph)
+        self.out_scale = self.in_scale * self.w_scale
+        self.out_bits = bits_for(self.codes.shape[1] * 128 * 128 + int(self.bias.abs().max()))
+
+    def __call__(self, A, x: torch.Tensor) -> torch.Tensor:
+        return A.matmul(x, A.tensor(self.codes).t()) + A.tensor(self.bias)  # (…, N) INT32
+
+
+class IntBertModel(nn.Module):
+    """Integer-only BERT encoder. ``forward`` accepts the HF BertModel arguments and returns
+    ``last_hidden_state`` dequantized at the boundary; :meth:`integer_forward` is the integer graph.
+
+    Build with :func:`build_int_bert`.
+    """
+
+    def __init__(self, qmodel: nn.Module, config: IntConfig) -> None:
+        super().__init__()
+        cfg = qmodel.config
+        self.cfg, self.config = cfg, config
+        self.heads, self.hidden = cfg.num_attention_heads, cfg.hidden_size
+        self.head_dim = self.hidden // self.heads
+        emb = qmodel.embeddings
+        self.tables = {k: _row_quant(getattr(emb, f"{k}_embeddings").weight)
+                       for k in ("word", "position", "token_type")}
+        # an int Parameter so next(model.parameters()).device works for the evaluation helpers
+        self.anchor = nn.Parameter(torch.zeros(1, dtype=torch.int64), requires_grad=False)
+        self.ln = {"emb": (emb.LayerNorm.weight.detach(), emb.LayerNorm.bias.detach())}
+        self.linears: dict[str, IntLinear] = {}
+        for i, layer in enumerate(qmodel.encoder.layer):
+            att, p = layer.attention, f"layer{i}."
+            for n, mod in (("q", att.self.query), ("k", att.self.key), ("v", att.self.value),
+                           ("o", att.output.dense), ("fc1", layer.intermediate.dense), ("fc2", layer.output.dense)):
+                self.linears[p + n] = IntLinear.from_quant(f"encoder.layer.{i}.{n}", mod)
+            self.ln[p + "ln1"] = (att.output.LayerNorm.weight.detach(), att.output.LayerNorm.bias.detach())
+            self.ln[p + "ln2"] = (layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach())
+        self.layers = len(qmodel.encoder.layer)
+        self.scales: dict[str, float] = {}  # calibrated output scales, by requantization point
+        self.plan: dict[str, object] = {}  # integer constants built from the scales
+        self.calibrating = False
+
+    # --- requantization points ----------------------------------------------------------------------------
+    def _calibrate_scale(self, key: str, real: torch.Tensor, bits: int) -> None:
+        if key not in self.scales:
+            if not self.calibrating:
+                raise IntegerOnlyError(f"requantization point {key!r} has no scale: calibrate the model first")
+            self.scales[key] = _scale_of(real, bits, self.config.percentile)
+
+    def _rq(self, A, key: str, z: torch.Tensor, in_scale, in_bits: int, bits: int, bias=None) -> torch.Tensor:
+        """Requantize z (real value z * in_scale) to a bits-bit code at the calibrated scale of `key`."""
+        if key not in self.plan:
+            self._calibrate_scale(key, z * _t(in_scale, z), bits)
+            self.plan[key] = dyadic(torch.as_tensor(in_scale, dtype=torch.float64) / self.scales[key],
+                                    mantissa_bits(in_bits))
+        lo, hi = qrange(bits)
+        return torch.clamp(A.requant(z, self.plan[key], bias), lo, hi)
+
+    def _rq_sum(self, A, key: str, terms, bits: int) -> torch.Tensor:
+        """Requantize each (z, in_scale, in_bits) term to the scale of `key` and add (I-ViT QuantAct with
+        identity); the sum is clamped to bits."""
+        if key not in self.scales:
+            self._calibrate_scale(key, sum(z * _t(s, z) for z, s, _ in terms), bits)
+            for j in range(len(terms)):
+                self.scales[f"{key}.{j}"] = self.scales[key]
+        lo, hi = qrange(bits)
+        out = sum(self._rq(A, f"{key}.{j}", z, s, b, bits + 1) for j, (z, s, b) in enumerate(terms))
+        return torch.clamp(out, lo, hi)
+
+    def _op(self, key: str, build):
+        if key not in self.plan:
+            if not self.calibrating:
+                raise IntegerOnlyError(f"op {key!r} was not built: calibrate the model first")
+            self.plan[key] = build()
+        return self.plan[key]
+
+    def _layernorm(self, A, key: str, x: torch.Tensor, in_bits: int) -> tuple[torch.Tensor, float]:
+        bits = self.config.residual_bits
+        ln = LayerNormInt(self.hidden, in_bits)
+        y = ln.core(A, x)
+        gamma, beta = self.ln[key]
+        if key not in self.plan:
+            self._calibrate_scale(key, y * ln.unit_scale * gamma.double() + beta.double(), bits)
+            self.plan[key] = ln.affine(gamma, beta, self.scales[key], mantissa_bits(31))
+        m, bias = self.plan[key]
+        lo, hi = qrange(bits)
+        return torch.clamp(A.requant(y, m, A.tensor(bias)), lo, hi), self.scales[key]
+
+    # --- the graph ------------------------------------------------------------------------------------------
+    def integer_forward(self, A, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(B, T) integer inputs -> (B, T, H) residual-stream codes and their scale."""
+        bits = self.config.residual_bits
+        h, s_h = self._embed(A, input_ids, token_type_ids)
+        mask = attention_mask[:, None, None, :].to(torch.int64)  # (B, 1, 1, T) keys
+        mask = A.tensor(mask)
+        for i in range(self.layers):
+            p = f"layer{i}."
+            a = self._attention(A, p, h, s_h, mask)
+            h, s_h = self._layernorm(A, p + "ln1", self._rq_sum(A, p + "res1", [a, (h, s_h, bits)], bits), bits)
+            f = self._ffn(A, p, h, s_h)
+            h, s_h = self._layernorm(A, p + "ln2", self._rq_sum(A, p + "res2", [f, (h, s_h, bits)], bits), bits)
+        return h, s_h
+
+    def _embed(self, A, ids: torch.Tensor, types: torch.Tensor) -> tuple[torch.Tensor, float]:
+        bits = self.config.residual_bits
+        t = ids.shape[1]
+        pos = torch.arange(t, device=ids.device)[None].expand_as(ids)
+        terms = []
+        for k, idx in (("word", ids), ("position", pos), ("token_type", types)):
+            codes, scale = self.tables[k]
+            terms.append((k, codes[idx], scale, idx))
+        key = "emb.sum"
+        if key not in self.scales:
+            self._calibrate_scale(key, sum(A.tensor(c) * s[i][..., None] for _, c, s, i in terms), bits)
+        lo, hi = qrange(bits)
+        total = 0
+        for k, c, s, idx in terms:
+            m = self._op(f"emb.{k}", lambda s=s: dyadic(s / self.scales[key], mantissa_bits(8)))
+            total = total + torch.clamp(A.requant(A.tensor(c), Dyadic(m.b[idx][..., None], m.c[idx][..., None])),
+                                        lo, hi)
+        return self._layernorm(A, "emb", torch.clamp(total, lo, hi), bits)
+
+    def _linear_in(self, A, key: str, lin: IntLinear, h: torch.Tensor, s_h: float) -> torch.Tensor:
+        if key not in self.scales:
+            self.scales[key] = lin.in_scale  # from lowbit's calibration
+        return self._rq(A, key, h, s_h, self.config.residual_bits, 8)
+
+    def _attention(self, A, p: str, h: torch.Tensor, s_h: float, mask: torch.Tensor):
+        b, t, _ = h.shape
+        nh, d, c = self.heads, self.head_dim, self.config
+        heads = {}
+        x = {}
+        for n in ("q", "k", "v"):
+            lin = self.linears[p + n]
+            x_key = f"{p}x.{lin.in_scale!r}"
+            if x_key not in x:
+                x[x_key] = self._linear_in(A, x_key, lin, h, s_h)
+            z = self._rq(A, f"{p}{n}.out", lin(A, x[x_key]), lin.out_scale, lin.out_bits, 8)
+            heads[n] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
+        s_q, s_k, s_v = (self.scales[f"{p}{n}.out"] for n in ("q", "k", "v"))
+        scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
+        s8 = self._rq(A, p + "scores", scores, s_q * s_k / math.sqrt(d), bits_for(d * 2**14), c.score_bits)
+        softmax = self._op(p + "softmax", lambda: IntSoftmax.build(self.scales[p + "scores"], c.softmax, c.prob_bits))
+        probs = softmax(A, s8, mask)  # (B, nh, T, T), scale 2^-prob_bits
+        ctx = A.matmul(probs, heads["v"]).transpose(1, 2).reshape(b, t, nh * d)  # INT32
+        pv_bits = bits_for(self.cfg.max_position_embeddings * 2 ** (c.prob_bits + 7))
+        lin = self.linears[p + "o"]
+        if p + "ctx" not in self.scales:
+            self.scales[p + "ctx"] = lin.in_scale
+        ctx8 = self._rq(A, p + "ctx", ctx, softmax.out_scale * s_v, pv_bits, 8)
+        return lin(A, ctx8), lin.out_scale, lin.out_bits
+
+    def _ffn(self, A, p: str, h: torch.Tensor, s_h: float):
+        c = self.config
+        fc1, fc2 = self.linears[p + "fc1"], self.linears[p + "fc2"]
+        x = self._linear_in(A, p + "x2", fc1, h, s_h)
+        g_in = self._rq(A, p + "gelu.in", fc1(A, x), fc1.out_scale, fc1.out_bits, c.gelu_in_bits)
+        s_g = self.scales[p + "gelu.in"]
+        gelu = self._op(p + "gelu", lambda: ShiftGELU.build(s_g) if c.gelu == "shift" else IGELU.build(s_g))
+        g = gelu(A, g_in)
+        g_bits = c.gelu_in_bits + 8 if c.gelu == "shift" else c.gelu_in_bits + bits_for(2 * abs(gelu.one) + 2**16)
+        if p + "x3" not in self.scales:
+            self.scales[p + "x3"] = fc2.in_scale
+        x3 = self._rq(A, p + "x3", g, gelu.out_scale, g_bits, 8)
+        return fc2(A, x3), fc2.out_scale, fc2.out_bits
+
+    # --- HF-compatible boundary -----------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, backend: str = "int", **_) -> BaseModelOutput:
+        """Run the integer graph and dequantize its output (the only float op, outside the graph)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        A = INT if backend == "int" else SIM
+        h, s_h = self.integer_forward(A, input_ids, attention_mask, token_type_ids)
+        return BaseModelOutput(last_hidden_state=h.float() * s_h)
+
+    @torch.no_grad()
+    def calibrate(self, batches: list[dict[str, torch.Tensor]]) -> "IntBertModel":
+        """Set every output scale with the float64 simulation over the calibration tokens (one padded batch)."""
+        ids, mask, types = _stack_batches(batches)
+        self.scales.clear()
+        self.plan.clear()
+        self.calibrating = True
+        try:
+            self.integer_forward(SIM, ids, mask, types)
+        finally:
+            self.calibrating = False
+        return self
+
+
+def _t(scale, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(scale, dtype=torch.float64, device=like.device)
+
+
+def _scale_of(real: torch.Tensor, bits: int, percentile: float) -> float:
+    a = real.detach().abs().double().reshape(-1)
+    if percentile < 100:
+        if a.numel() > 1 << 24:
+            a = a[torch.randperm(a.numel(), generator=torch.Generator().manual_seed(0))[: 1 << 24]]
+        amax = float(torch.quantile(a.float(), percentile / 100))
+    else:
+        amax = float(a.max())
+    return max(amax, 1e-8) / qrange(bits)[1]
+
+
+def _row_quant(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 codes of an embedding table with one symmetric scale per row (HAWQ/I-ViT convention)."""
+    w = w.detach().double()
+    s = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+    return torch.round(w / s[:, None]).clamp(-128, 127).to(torch.int8), s
+
+
+def _stack_batches(batches) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows = [b if isinstance(b, dict) else {"input_ids": b} for b in batches]
+    if not rows:
+        raise IntegerOnlyError("calibration needs at least one batch")
+    t = max(r["input_ids"].shape[1] for r in rows)
+
+    def pad(x, value=0):
+        return torch.nn.functional.pad(x, (0, t - x.shape[1]), value=value)
+
+    ids = torch.cat([pad(r["input_ids"]) for r in rows])
+    mask = torch.cat([pad(r.get("attention_mask", torch.ones_like(r["input_ids"]))) for r in rows])
+    types = torch.cat([pad(r.get("token_type_ids", torch.zeros_like(r["input_ids"]))) for r in rows])
+    return ids, mask, types
+
+
+def build_int_bert(model: nn.Module, calib_batches, config: IntConfig = IntConfig(),
+                   progress: bool = False) -> IntBertModel:
+    """An integer-only encoder from a BERT-family model.
+
+    Args:
+        model: a float BertModel (quantized here with :data:`INTONLY_SCHEME` on ``calib_batches``; the
+            model object is modified in place) or one lowbit already quantized with that scheme (e.g.
+            after QAT).
+        calib_batches: list of dicts with input_ids / attention_mask / token_type_ids.
+        config: bit widths and nonlinearity variants.
+
+    Raises:
+        IntegerOnlyError: a model that is not BERT-like, or quantized with another scheme.
+    """
+    from lowbit.api import quantize
+
+    if getattr(getattr(model, "config", None), "model_type", None) != "bert":
+        raise IntegerOnlyError(f"{type(model).__name__}: integer-only blocks support BertModel encoders "
+                               "(model_type 'bert'); got model_type "
+                               f"{getattr(getattr(model, 'config', None), 'model_type', None)!r}")
+    if not any(isinstance(m, QuantLinear) for m in model.modules()):
+        quantize(model, INTONLY_SCHEME, calib_batches, progress=progress)
+    return IntBertModel(model, config).calibrate(calib_batches).eval()
