@@ -1,0 +1,102 @@
+"""Per-token activation quantization (kernel 1): x (M, K) -> codes + one float32 scale per token.
+
+Formats: int8, fp8 e4m3 (codes as uint8 bit patterns), int4 and fp4 e2m1 (two codes per byte, the shared
+nibble layout). Optionally fused with a per-channel smoothing factor (x * smooth, SmoothQuant) and with a static
+per-tensor scale instead of the dynamic one. Bit-exact with `reference.quantize_act` (tests/kernels).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from lowbit.kernels import _tl
+
+# fmt code -> (is_float, bits, max_abs, man, emin, bias, qmin, qmax)
+FORMATS = {
+    "int8": (_tl.INT8, 8, 127.0),
+    "fp8_e4m3": (_tl.FP8, 8, 448.0),
+    "int4": (_tl.INT4, 4, 7.0),
+    "fp4_e2m1": (_tl.FP4, 4, 6.0),
+}
+
+
+@triton.jit
+def _codes(v, KIND: tl.constexpr):
+    if KIND == 1:  # int8
+        return tl.minimum(tl.maximum(_tl.rne(v), -128.0), 127.0).to(tl.int32)
+    elif KIND == 3:  # int4
+        return tl.minimum(tl.maximum(_tl.rne(v), -8.0), 7.0).to(tl.int32) & 0xF
+    elif KIND == 2:  # fp8 e4m3
+        return _tl.fp_code(v, 3, -6, 7, 448.0, 8)
+    else:  # fp4 e2m1
+        return _tl.fp_code(v, 1, 0, 1, 6.0, 4)
+
+
+@triton.jit
+def _act_quant_kernel(x_ptr, smooth_ptr, static_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm,
+                      KIND: tl.constexpr, MAXABS: tl.constexpr, PACKED: tl.constexpr,
+                      HAS_SMOOTH: tl.constexpr, STATIC: tl.constexpr, BLOCK_K: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_xm
+    if STATIC:
+        s = tl.load(static_ptr).to(tl.float32)
+    else:
+        amax = tl.zeros((BLOCK_K,), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
+            if HAS_SMOOTH:
+                x = x * tl.load(smooth_ptr + offs, mask=offs < K, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(x))
+        s = tl.math.div_rn(tl.max(amax, 0), MAXABS)
+        s = tl.where(s > 1e-12, s, 1.0)  # an all-zero token: scale 1 (observers._nonzero)
+    tl.store(s_ptr + row, s)
+    for k0 in range(0, K, BLOCK_K):
+        offs = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
+        if HAS_SMOOTH:
+            x = x * tl.load(smooth_ptr + offs, mask=offs < K, other=0.0).to(tl.float32)
+        c = _codes(tl.math.div_rn(x, s), KIND)  # (BLOCK_K,) int32
+        if PACKED:
+            lo, hi = tl.split(tl.reshape(c, (BLOCK_K // 2, 2)))
+            ob = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+            tl.store(q_ptr + row * stride_qm + ob, (lo | (hi << 4)).to(tl.uint8), mask=ob < K // 2)
+        else:
+            tl.store(q_ptr + row * stride_qm + offs, c.to(q_ptr.dtype.element_ty), mask=offs < K)
+
+
+def quantize_act(x: torch.Tensor, fmt: str, smooth: torch.Tensor | None = None,
+                 static_scale: torch.Tensor | None = None, out: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize rows of x (M, K) per token.
+
+    Args:
+        x: (M, K) float16 / bfloat16 / float32, unit stride along K.
+        fmt: int8 | fp8_e4m3 | int4 | fp4_e2m1.
+        smooth: optional (K,) factor multiplied into x before quantization.
+        static_scale: optional 1-element calibrated scale (per-tensor static) instead of per-token amax.
+        out: optional preallocated codes tensor (tests poison it).
+
+    Returns:
+        codes: int8 (M, K) for int8; uint8 (M, K) fp8 bit patterns; uint8 (M, K/2) packed for 4-bit.
+        scale: float32 (M,).
+    """
+    kind, bits, maxabs = FORMATS[fmt]
+    m, k = x.shape
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    packed = bits == 4
+    if packed and k % 2:
+        raise ValueError(f"quantize_act: 4-bit codes pack two per byte; K={k} is odd")
+    dtype = torch.int8 if kind == _tl.INT8 else torch.uint8
+    q = out if out is not None else torch.empty((m, k // 2 if packed else k), dtype=dtype, device=x.device)
+    s = torch.empty((m,), dtype=torch.float32, device=x.device)
+    if m == 0:
+        return q, s
+    block = min(triton.next_power_of_2(k), 2048)
+    _act_quant_kernel[(m,)](x, smooth if smooth is not None else x, static_scale if static_scale is not None else s,
+                            q, s, k, x.stride(0), q.stride(0), KIND=kind, MAXABS=maxabs, PACKED=packed,
+                            HAS_SMOOTH=smooth is not None, STATIC=static_scale is not None, BLOCK_K=block,
+                            num_warps=4 if block >= 1024 else 2)
+    return q, s

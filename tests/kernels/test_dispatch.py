@@ -1,0 +1,67 @@
+"""Dispatch from QuantLinear, the exponent-shift conversion, and the graph/compile contract."""
+import pytest
+import torch
+from torch import nn
+
+from lowbit.nn.qlinear import QuantLinear
+from lowbit.scheme import PRESETS, QuantSpec
+
+
+def test_import_lowbit_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, lowbit; lowbit.quantize; assert 'triton' not in sys.modules, 'triton imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plan_reasons():
+    from lowbit.kernels.dispatch import plan_for
+
+    q = QuantLinear(64, 32, QuantSpec("int4", "group", 32), QuantSpec("fp8_e4m3", "token", dynamic=True))
+    assert "share no tensor-core MMA" in plan_for(q)
+    q = QuantLinear(64, 32, QuantSpec("int4", "group", 16), None)
+    assert "group size 16" in plan_for(q)
+    q = QuantLinear(64, 32, QuantSpec("int3", "channel"), None)
+    assert "no kernel" in plan_for(q)
+
+
+def test_hook_matches_reference_and_buffers_stay_out_of_checkpoints(dev):
+    from lowbit.kernels.dispatch import quant_linear_forward
+
+    lin = nn.Linear(96, 40).half()
+    q = QuantLinear.from_float(lin, QuantSpec("fp4_e2m1", "group", 32, scale_rule="pow2_row"),
+                               QuantSpec("fp8_e4m3", "token", dynamic=True)).to(dev)
+    keys = set(q.state_dict())
+    x = torch.randn(2, 5, 96, dtype=torch.float16, device=dev)
+    y = quant_linear_forward(q, x)
+    assert y.shape == (2, 5, 40) and y.dtype == torch.float16
+    r = q.reference_forward(x)
+    assert ((y.float() - r.float()).norm() / r.float().norm()) < 2e-3
+    assert set(q.state_dict()) == keys  # derived _lb_* buffers are not persistent
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_quantlinear_cuda_graph_and_compile(dev, name):
+    import lowbit.kernels  # noqa: F401  (installs the hook)
+
+    s = PRESETS[name]
+    lin = nn.Sequential(nn.Linear(1024, 3072).bfloat16(), nn.Linear(3072, 1024).bfloat16())
+    model = nn.Sequential(*[QuantLinear.from_float(m, s.weights, s.activations) for m in lin]).cuda()
+    lowbit.kernels.prepare(model)
+    x = torch.randn(16, 1024, dtype=torch.bfloat16, device="cuda")
+    ref = model[1].reference_forward(model[0].reference_forward(x))
+    y = model(x)
+    assert ((y.float() - ref.float()).norm() / ref.float().norm()) < 1e-2
+    g = torch.cuda.CUDAGraph()
+    static_x = x.clone()
+    model(static_x)
+    with torch.cuda.graph(g):
+        static_y = model(static_x)
+    static_x.copy_(torch.randn_like(x))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(static_y, model(static_x))
+    compiled = torch.compile(model, fullgraph=True)
+    assert torch.equal(compiled(x), model(x))
