@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs on the H100 device machine from the repo root: `bash benchmarks/device.sh STAGE...` with stages
+#   test   pytest -m gpu tests/kernels (real sizes, poisoned outputs)
+#   ours   lowbit bench layers: bf16, cuBLAS FP8/INT8 and lowbit's kernels, all shapes
+#   peers  the same shapes for the peers (wheels from ../shared/wheels carried in .whl/)
+#   e2e    Llama-2-7B-shaped decode / prefill
+# Logs and tables go to $OUT (or ./bench-out).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
+OUT=${OUT:-bench-out}; mkdir -p "$OUT"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+for stage in "$@"; do
+  case $stage in
+    test)  python3 -m pytest -m gpu tests/kernels -q -x -p no:cacheprovider 2>&1 | tee "$OUT/test.log" ;;
+    ours)  python3 -m lowbit.cli bench layers --out "$OUT/ours" ${LAYER_ARGS:-} 2>&1 | tee "$OUT/ours.log" ;;
+    peers) python3 -m lowbit.cli bench layers --methods peers --out "$OUT/peers" ${PEER_ARGS:-} 2>&1 | tee "$OUT/peers.log" ;;
+    e2e)   python3 -m lowbit.cli bench e2e --out "$OUT/e2e" ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e.log" ;;
+  esac
+done
