@@ -51,9 +51,10 @@ def test_quantlinear_cuda_graph_and_compile(dev, name):
     model = nn.Sequential(*[QuantLinear.from_float(m, s.weights, s.activations) for m in lin]).cuda()
     lowbit.kernels.prepare(model)
     x = torch.randn(16, 1024, dtype=torch.bfloat16, device="cuda")
-    ref = model[1].reference_forward(model[0].reference_forward(x))
-    y = model(x)
-    assert ((y.float() - ref.float()).norm() / ref.float().norm()) < 1e-2
+    h = model[0](x)  # layer by layer: chained 4-bit activations would amplify one-ulp differences
+    for layer, inp, out in ((model[0], x, h), (model[1], h, model[1](h))):
+        ref = layer.reference_forward(inp).float()
+        assert ((out.float() - ref).norm() / ref.norm()) < 1e-2
     g = torch.cuda.CUDAGraph()
     static_x = x.clone()
     model(static_x)

@@ -28,7 +28,7 @@ def _layer(name, n, k, dtype, dev, group=None):
     return QuantLinear.from_float(lin, ws, s.activations).to(dev)
 
 
-def _run(q, x, out_dtype, config=None):
+def _run(q, x, out_dtype, config=None, **kw):
     """(kernel, reference) float outputs of layer q on x, through the launchers (out poisoned with NaN)."""
     from lowbit.kernels import reference
     from lowbit.kernels.act_quant import quantize_act
@@ -45,7 +45,7 @@ def _run(q, x, out_dtype, config=None):
         ra, rsa = reference.quantize_act(x.cpu(), p.a_fmt)
     out = torch.full((x.shape[0], q.out_features), float("nan"), dtype=out_dtype, device=x.device)
     y = qgemm(a, sa, q.qweight, q._lb_sw, q._lb_aux, q.bias, q._lb_cnt, p.a_kind, p.w_kind, p.mode, p.group,
-              q.out_features, q.in_features, out_dtype, config=config, out=out)
+              q.out_features, q.in_features, out_dtype, config=config, out=out, **kw)
     r = reference.qgemm(ra, rsa, p.a_fmt, q.qtensor.__class__(q.qweight.cpu(), q.scale.cpu(),
                         None if q.zero is None else q.zero.cpu(), q.weight_spec, (q.out_features, q.in_features)),
                         None if q.bias is None else q.bias.cpu(), out_dtype)
@@ -64,6 +64,15 @@ def test_qgemm_matches_reference(dev, name, m):
     q = _layer(name, 72, 160, torch.float16, dev, group=32)
     x = torch.randn(m, 160, device=dev, dtype=torch.float16)
     y, r = _run(q, x, torch.float32)
+    assert _rel(y, r) < 2e-5
+
+
+@pytest.mark.parametrize("name", [n for n in PRESET_NAMES if PRESETS[n].weights.bits == 4])
+def test_qgemm_unpacked_prefill_path(dev, name):
+    """Prefill path: 4-bit weights unpacked once to exact 8-bit codes, then the 8-bit GEMM."""
+    q = _layer(name, 72, 160, torch.float16, dev, group=32)
+    x = torch.randn(5, 160, device=dev, dtype=torch.float16)
+    y, r = _run(q, x, torch.float32, unpack_m=1)
     assert _rel(y, r) < 2e-5
 
 
@@ -101,6 +110,6 @@ def test_qgemm_gpu_real_sizes(dev, name, m, dtype):
     x = torch.randn(m, 4096, device=dev, dtype=dtype)
     y, r = _run(q, x, torch.float32)
     fp8 = PRESETS[name].activations is not None and "fp" in PRESETS[name].activations.format
-    assert _rel(y, r) < (2e-4 if fp8 else 2e-5)
+    assert _rel(y, r) < (1e-3 if fp8 else 2e-5)
     y16, r16 = _run(q, x, dtype)
-    assert _rel(y16, r16) < (4e-3 if dtype == torch.bfloat16 else 1e-3)
+    assert _rel(y16, r16) < (5e-3 if dtype == torch.bfloat16 else 2e-3)

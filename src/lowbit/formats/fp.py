@@ -119,7 +119,7 @@ class FPFormat:
 
     def decode(self, codes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """float32 values of `codes` (times scale)."""
-        v = self.table[codes.to(torch.int64)]
+        v = self.table.to(codes.device)[codes.to(torch.int64)]  # (CUDA codes: reference path on GPU)
         return v if scale is None else v * scale.float()
 
 

@@ -87,6 +87,72 @@ def _w_tile(w_ptr, aux_ptr, offs_n, k0, K, stride_wn, stride_auxn, A_KIND: tl.co
 
 
 @triton.jit
+def _a_pair(a_ptr, offs_m, k0, K, stride_am, A_KIND: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
+            EVEN_K: tl.constexpr):
+    """Activation columns k0 + 2j (lo) and k0 + 2j + 1 (hi), each (BM, BK // 2), in the MMA dtype.
+
+    Splitting K into even and odd halves matches the nibble layout of packed weights, so neither operand is
+    interleaved in registers: y = A_even @ W_lo^T + A_odd @ W_hi^T."""
+    j = tl.arange(0, BK // 2)
+    if A_KIND == 3 or A_KIND == 4:
+        kb = k0 // 2 + j
+        ptrs = a_ptr + offs_m[:, None] * stride_am + kb[None, :]
+        b = tl.load(ptrs) if EVEN_K else tl.load(ptrs, mask=kb[None, :] < K // 2, other=0)
+        b = b.to(tl.int32)
+        if A_KIND == 3:
+            lo = _tl.int4_of(b & 0xF).to(tl.int8)
+            hi = _tl.int4_of((b >> 4) & 0xF).to(tl.int8)
+        else:
+            lo = _tl.fp4_to_e4m3(b & 0xF, 0).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
+            hi = _tl.fp4_to_e4m3((b >> 4) & 0xF, 0).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
+    else:
+        kk = k0 + 2 * j
+        ptrs = a_ptr + offs_m[:, None] * stride_am + kk[None, :]
+        if EVEN_K:
+            lo = tl.load(ptrs)
+            hi = tl.load(ptrs + 1)
+        else:
+            lo = tl.load(ptrs, mask=kk[None, :] < K, other=0)
+            hi = tl.load(ptrs + 1, mask=kk[None, :] + 1 < K, other=0)
+        if A_KIND == 2:
+            lo = lo.to(tl.float8e4nv, bitcast=True)
+            hi = hi.to(tl.float8e4nv, bitcast=True)
+    return lo, hi
+
+
+@triton.jit
+def _w_conv(n, z, shift, A_KIND: tl.constexpr, W_KIND: tl.constexpr, MMA_DT: tl.constexpr):
+    """int32 nibbles -> MMA dtype codes (exact)."""
+    if W_KIND == 3:
+        w = _tl.int4_of(n).to(MMA_DT)
+    elif W_KIND == 5:
+        w = (n - z).to(MMA_DT)
+    else:
+        w = _tl.fp4_to_e4m3(n, shift).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
+        if A_KIND == 0:
+            w = w.to(MMA_DT)
+    return w
+
+
+@triton.jit
+def _w_pair(w_ptr, aux_ptr, offs_n, k0, K, stride_wn, stride_auxn, A_KIND: tl.constexpr, W_KIND: tl.constexpr,
+            MODE: tl.constexpr, GROUP: tl.constexpr, MMA_DT: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+            EVEN_K: tl.constexpr):
+    """Packed weight tile as (low nibbles, high nibbles), each (BN, BK // 2), in the MMA dtype."""
+    kb = k0 // 2 + tl.arange(0, BK // 2)
+    ptrs = w_ptr + offs_n[:, None] * stride_wn + kb[None, :]
+    b = tl.load(ptrs) if EVEN_K else tl.load(ptrs, mask=kb[None, :] < K // 2, other=0)
+    b = b.to(tl.int32)
+    if W_KIND == 5 or MODE == 2:
+        aux = tl.load(aux_ptr + offs_n * stride_auxn + k0 // GROUP).to(tl.int32)[:, None]
+    else:
+        aux = tl.zeros((BN, 1), tl.int32)
+    lo = _w_conv(b & 0xF, aux, aux, A_KIND, W_KIND, MMA_DT)
+    hi = _w_conv((b >> 4) & 0xF, aux, aux, A_KIND, W_KIND, MMA_DT)
+    return lo, hi
+
+
+@triton.jit
 def _qgemm_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, aux_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                   M, N, K, stride_am, stride_wn, stride_sn, stride_auxn, stride_om,
                   A_KIND: tl.constexpr, W_KIND: tl.constexpr, MODE: tl.constexpr, GROUP: tl.constexpr,
@@ -125,22 +191,41 @@ def _qgemm_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, aux_ptr, bias_ptr, out_ptr, ws_p
     per = tl.cdiv(k_steps, SPLIT_K)
     k_lo = pid_k * per
     k_hi = tl.minimum(k_lo + per, k_steps)
+    PACKED_W: tl.constexpr = W_KIND == 3 or W_KIND == 4 or W_KIND == 5
     for ks in range(k_lo, k_hi):
         k0 = ks * BK
-        a = _a_tile(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
-        w = _w_tile(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP, MMA_DT,
-                    BN, BK, EVEN_K)
-        if MODE == 1:
-            if IS_INT:
-                part = tl.dot(a, tl.trans(w), out_dtype=tl.int32).to(tl.float32)
+        if PACKED_W:
+            a_lo, a_hi = _a_pair(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
+            w_lo, w_hi = _w_pair(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP,
+                                 MMA_DT, BN, BK, EVEN_K)
+            if MODE == 1:
+                if IS_INT:
+                    part = tl.dot(a_lo, tl.trans(w_lo), out_dtype=tl.int32)
+                    part = tl.dot(a_hi, tl.trans(w_hi), part, out_dtype=tl.int32).to(tl.float32)
+                else:
+                    part = tl.dot(a_hi, tl.trans(w_hi), tl.dot(a_lo, tl.trans(w_lo)))
+                sg = tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)
+                acc += part * sg[None, :]
+            elif IS_INT:
+                acc = tl.dot(a_lo, tl.trans(w_lo), acc, out_dtype=tl.int32)
+                acc = tl.dot(a_hi, tl.trans(w_hi), acc, out_dtype=tl.int32)
             else:
-                part = tl.dot(a, tl.trans(w))
-            sg = tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)
-            acc += part * sg[None, :]
-        elif IS_INT:
-            acc = tl.dot(a, tl.trans(w), acc, out_dtype=tl.int32)
+                acc = tl.dot(a_hi, tl.trans(w_hi), tl.dot(a_lo, tl.trans(w_lo), acc))
         else:
-            acc = tl.dot(a, tl.trans(w), acc)
+            a = _a_tile(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
+            w = _w_tile(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP, MMA_DT,
+                        BN, BK, EVEN_K)
+            if MODE == 1:
+                if IS_INT:
+                    part = tl.dot(a, tl.trans(w), out_dtype=tl.int32).to(tl.float32)
+                else:
+                    part = tl.dot(a, tl.trans(w))
+                sg = tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)
+                acc += part * sg[None, :]
+            elif IS_INT:
+                acc = tl.dot(a, tl.trans(w), acc, out_dtype=tl.int32)
+            else:
+                acc = tl.dot(a, tl.trans(w), acc)
     accf = acc.to(tl.float32)
 
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -174,6 +259,44 @@ def _epilogue(accf, sa_ptr, sw_ptr, bias_ptr, out_ptr, offs_m, offs_n, rm, rn, m
     tl.store(ptrs, accf.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _unpack_w_kernel(w_ptr, aux_ptr, out_ptr, N, K, stride_wn, stride_auxn, stride_on,
+                     W_KIND: tl.constexpr, MODE: tl.constexpr, GROUP: tl.constexpr, BN: tl.constexpr,
+                     BK: tl.constexpr):
+    """Packed 4-bit codes (N, K/2) -> 8-bit codes (N, K): int4 -> int8 (zero point subtracted), fp4 -> fp8 e4m3
+    (M2 exponent shift applied). Exact, so the 8-bit GEMM computes the same function."""
+    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
+    k0 = tl.program_id(1) * BK
+    kb = k0 // 2 + tl.arange(0, BK // 2)
+    rn = (offs_n % N).to(tl.int64)
+    b = tl.load(w_ptr + rn[:, None] * stride_wn + kb[None, :], mask=kb[None, :] < K // 2, other=0)
+    n = _tl.nibbles(b, BN, BK)
+    if W_KIND == 5 or MODE == 2:
+        aux = tl.load(aux_ptr + rn * stride_auxn + k0 // GROUP).to(tl.int32)[:, None]
+    else:
+        aux = tl.zeros((BN, 1), tl.int32)
+    if W_KIND == 4:
+        c = _tl.fp4_to_e4m3(n, aux).to(tl.uint8)
+    else:
+        c = _w_conv(n, aux, aux, 1, W_KIND, tl.int8)
+    kk = k0 + tl.arange(0, BK)
+    mask = (offs_n[:, None] < N) & (kk[None, :] < K)
+    tl.store(out_ptr + rn[:, None] * stride_on + kk[None, :], c, mask=mask)
+
+
+def unpack_weight(w: torch.Tensor, aux: torch.Tensor | None, w_kind: int, mode: int, group: int,
+                  k: int) -> torch.Tensor:
+    """8-bit codes (N, K) of packed 4-bit weights: int8 for INT4/UINT4, uint8 fp8 e4m3 bits for FP4."""
+    n = w.shape[0]
+    out = torch.empty((n, k), dtype=torch.uint8 if w_kind == FP4 else torch.int8, device=w.device)
+    bk = min(group, 128) if group else 128
+    grid = (triton.cdiv(n, 32), triton.cdiv(k, bk))
+    _unpack_w_kernel[grid](w, aux if aux is not None else w, out, n, k, w.stride(0),
+                           aux.stride(0) if aux is not None else 0, out.stride(0), W_KIND=w_kind, MODE=mode,
+                           GROUP=max(group, 1), BN=32, BK=bk, num_warps=4)
+    return out
+
+
 @dataclass(frozen=True)
 class Config:
     bm: int
@@ -185,6 +308,7 @@ class Config:
     num_stages: int = 3
 
 
+UNPACK_M = 128  # measured on H100: see BENCHMARKS.md
 _SM_COUNT: dict[int, int] = {}
 
 
@@ -219,12 +343,18 @@ def choose_config(m: int, n: int, k: int, a_kind: int, w_kind: int, mode: int, g
 def qgemm(a: torch.Tensor, a_scale: torch.Tensor | None, w: torch.Tensor, w_scale: torch.Tensor,
           aux: torch.Tensor | None, bias: torch.Tensor | None, counters: torch.Tensor | None,
           a_kind: int, w_kind: int, mode: int, group: int, n: int, k: int, out_dtype: torch.dtype,
-          config: Config | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+          config: Config | None = None, out: torch.Tensor | None = None,
+          unpack_m: int = UNPACK_M) -> torch.Tensor:
     """Launch the GEMM. Shapes: a (M, K) or (M, K/2) packed; w (N, K) or (N, K/2); w_scale (N,) float32 for
     MODE 0 / 2 or (N, K/group) for MODE 1; aux: zero points (UINT4) or exponent shifts (MODE 2), (N, K/group) uint8;
     counters: int32 zeros with at least cdiv(M, bm) * cdiv(N, bn) entries (needed when the config splits K);
-    out: optional preallocated (M, N) output (tests poison it to catch unwritten elements)."""
+    out: optional preallocated (M, N) output (tests poison it to catch unwritten elements);
+    unpack_m: from this many tokens on, packed weights are first unpacked to 8-bit codes (one memory-bound pass,
+    N*K*1.5 bytes) and the 8-bit GEMM runs: converting nibbles inside the GEMM repeats the work M / BM times."""
     m = a.shape[0]
+    if w_kind in (INT4, FP4, UINT4) and m >= unpack_m:
+        w = unpack_weight(w, aux, w_kind, mode, group, k)
+        w_kind, aux = (FP8 if w_kind == FP4 else INT8), None
     if out is None:
         out = torch.empty((m, n), dtype=out_dtype, device=a.device)
     if a.is_cuda and a_kind == FP8 and a.dtype == torch.uint8:
