@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from conftest import tiny_bert, tiny_gpt2
+from tiny_models import tiny_bert, tiny_gpt2
 from lowbit import load
 from lowbit.cli import main
 

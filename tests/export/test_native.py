@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import MODELS, tiny_bert, tiny_llama
+from tiny_models import MODELS, tiny_bert, tiny_llama
 from lowbit import load, quantize, save
 from lowbit.commands.inspect import checkpoint_sizes
 from lowbit.errors import CheckpointError

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import MODELS, TINY, tiny_bert, tiny_gpt2, tiny_vit
+from tiny_models import MODELS, TINY, tiny_bert, tiny_gpt2, tiny_vit
 from lowbit import quantize
 from lowbit.errors import CalibrationError, ModelError, ShapeError
 from lowbit.nn import QuantLinear
