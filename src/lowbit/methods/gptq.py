@@ -26,7 +26,7 @@ from lowbit.methods import MethodContext, register_method
 from lowbit.methods.sequential import sequential_blocks
 from lowbit.nn.qlinear import _linear_weight
 from lowbit.quant.observers import choose_scale, constrain_scales
-from lowbit.quant.qtensor import group_view, quantize_weight
+from lowbit.quant.qtensor import QTensor, group_view, quantize_weight
 from lowbit.scheme import QuantSpec
 
 DAMP_ESCALATION = (1.0, 10.0, 100.0)  # multiples of `damp` tried before giving up on a Hessian
@@ -149,11 +149,12 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec, block_size:
     w, h = w[:, perm], h[perm][:, perm]
     hinv, d = inverse_cholesky(h, damp, name)
     q = torch.zeros_like(w)
+    order = perm.tolist()  # host copy: indexing a CUDA tensor per column would synchronise every column
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
         w1, err1 = w[:, i1:i2].clone(), torch.zeros(n, i2 - i1, device=w.device)
         for i in range(i2 - i1):
-            col = int(perm[i1 + i])
+            col = order[i1 + i]
             if not static and col % g == 0:
                 src = w1[:, i:i + g] if i + g <= i2 - i1 else w[:, i1 + i:i1 + i + g]
                 s, z = initial_scales(src, QuantSpec(spec.format, "channel", None, spec.symmetric,
@@ -225,7 +226,9 @@ def _quantize_site(names: list[str], modules: dict[str, nn.Module], specs: dict[
         s = scale if spec.granularity == "tensor" else scale[rows]
         z = None if zero is None else (zero if spec.granularity == "tensor" else zero[rows])
         originals[n] = x.cpu().clone()
-        ctx.qweights[n] = quantize_weight(q[rows].cpu(), spec, n, scale=s.cpu(), zero=None if z is None else z.cpu())
+        qt = quantize_weight(q[rows], spec, n, scale=s, zero=z)  # on the block's device, then to CPU memory
+        ctx.qweights[n] = QTensor(*(None if t is None else t.cpu() for t in (qt.codes, qt.scale, qt.zero)),
+                                  qt.spec, qt.shape)
         _set_weight(modules[n], q[rows])
         if d != args.damp:
             ctx.extras.setdefault("gptq_damp", {})[n] = d

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lowbit.models import blocks as model_blocks
+from lowbit.quant.calibrate import as_batches
 
 Batch = dict[str, torch.Tensor]
 
@@ -96,6 +97,7 @@ def sequential_blocks(model: nn.Module, batches: list[Batch], device: str | torc
         ...         run()
     """
     device = torch.device(device)
+    batches = as_batches(batches)
     layers = _block_list(model)
     if layers is None:  # unknown family: the whole model is one block
         home = next(model.parameters()).device
