@@ -64,7 +64,7 @@ def main() -> None:
     batches = as_batches(random_token_batches(shape["vocab_size"], a.samples, a.seq_len, batch_size=a.batch_size))
     scheme = get_scheme(a.scheme).replace(methods=("gptq",), method_args=(("gptq", (("device", a.device),)),))
     report = plan(model, scheme)
-    ctx = MethodContext(report, batches, progress=False)
+    ctx = MethodContext(report, batches, progress=not a.tiny)
     cuda = a.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
