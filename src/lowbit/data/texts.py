@@ -112,6 +112,8 @@ def _token_stream(texts: list[str], tokenizer) -> list[int]:
     """All documents tokenized without special tokens and joined by the EOS (or SEP) token."""
     sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
     stream: list[int] = []
+    if not texts:
+        return stream
     for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
         stream.extend(ids + ([sep] if sep is not None else []))
     return stream

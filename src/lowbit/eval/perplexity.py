@@ -43,7 +43,8 @@ def encode_texts(tokenizer, texts: Sequence[str], max_tokens: int | None = None)
 
 def _window_nll(model, window: torch.Tensor, n_scored: int) -> float:
     """Summed negative log-likelihood of the last ``n_scored`` targets of one window (B = 1)."""
-    out = model(input_ids=window[None])
+    extra = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
+    out = model(input_ids=window[None], **extra)  # no KV cache: each window is scored once
     logits = getattr(out, "logits", None)
     if logits is None:
         raise ModelError(f"{type(model).__name__} returns no logits: perplexity needs a causal LM "
