@@ -308,7 +308,7 @@ class Config:
     num_stages: int = 3
 
 
-UNPACK_M = 128  # measured on H100: see BENCHMARKS.md
+UNPACK_M = 17  # H100: in-GEMM nibble conversion at M=64 ran 6x slower than unpack + 8-bit GEMM (BENCHMARKS.md)
 _SM_COUNT: dict[int, int] = {}
 
 
@@ -328,13 +328,13 @@ def choose_config(m: int, n: int, k: int, a_kind: int, w_kind: int, mode: int, g
     bk = group if mode != 0 else (128 if a_kind == A16 else 128)
     if m <= 64:
         bm = 16 if m <= 16 else (32 if m <= 32 else 64)
-        bn = 32 if packed else 64
+        bn = 64  # H100 sweep (benchmarks/tune_decode.py): bn 64, split 8, 3 stages, 4 warps was best at M=1, 16
         tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
         steps = triton.cdiv(k, bk)
         split = 1
-        while tiles * split < 4 * sms and split * 4 <= steps:
+        while tiles * split < 4 * sms and split * 4 <= steps and split < 8:
             split *= 2
-        return Config(bm, bn, bk, split, 1, num_warps=4, num_stages=4)
+        return Config(bm, bn, bk, split, 1, num_warps=4, num_stages=3)
     if m <= 256:
         return Config(64, 128, bk, 1, 8, num_warps=4, num_stages=4)
     return Config(128, 128, bk, 1, 8, num_warps=8, num_stages=3)
