@@ -31,7 +31,9 @@ from lowbit.intonly.ops import IGELU, IntSoftmax, LayerNormInt, ShiftGELU
 from lowbit.nn.qlinear import QuantLinear
 from lowbit.scheme import QuantSpec, Scheme
 
-INTONLY_SCHEME = Scheme("w8a8-int8-static", QuantSpec("int8", "channel"), QuantSpec("int8", "tensor"))
+# MSE-clipped static activation ranges: measured on MiniLM (32 SST sentences, fake-quant only) embedding cosine
+# 0.9827 vs 0.9802 with min-max; percentile 99.99 gave 0.9652.
+INTONLY_SCHEME = Scheme("w8a8-int8-static", QuantSpec("int8", "channel"), QuantSpec("int8", "tensor", observer="mse"))
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class IntConfig:
     gelu: str = "shift"
     score_bits: int = 8
     prob_bits: int = 7
-    gelu_in_bits: int = 8
+    gelu_in_bits: int = 16  # MiniLM embedding cosine 0.975 at 16 vs 0.960 at 8 (32 SST sentences)
     residual_bits: int = 16
     percentile: float = 100.0
 
@@ -325,7 +327,7 @@ def _stack_batches(batches) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def build_int_bert(model: nn.Module, calib_batches, config: IntConfig = IntConfig(),
-                   progress: bool = False) -> IntBertModel:
+                   scheme: Scheme = INTONLY_SCHEME, progress: bool = False) -> IntBertModel:
     """An integer-only encoder from a BERT-family model.
 
     Args:
@@ -334,6 +336,8 @@ def build_int_bert(model: nn.Module, calib_batches, config: IntConfig = IntConfi
             after QAT).
         calib_batches: list of dicts with input_ids / attention_mask / token_type_ids.
         config: bit widths and nonlinearity variants.
+        scheme: the lowbit scheme for a float model (int8 per-channel weights, int8 per-tensor static inputs;
+            the observer may differ).
 
     Raises:
         IntegerOnlyError: a model that is not BERT-like, or quantized with another scheme.
@@ -345,5 +349,5 @@ def build_int_bert(model: nn.Module, calib_batches, config: IntConfig = IntConfi
                                "(model_type 'bert'); got model_type "
                                f"{getattr(getattr(model, 'config', None), 'model_type', None)!r}")
     if not any(isinstance(m, QuantLinear) for m in model.modules()):
-        quantize(model, INTONLY_SCHEME, calib_batches, progress=progress)
+        quantize(model, scheme, calib_batches, progress=progress)
     return IntBertModel(model, config).calibrate(calib_batches).eval()

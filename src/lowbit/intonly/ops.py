@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lowbit.intonly.dyadic import IntegerOnlyError, bits_for
+from lowbit.intonly.dyadic import Dyadic, IntegerOnlyError, bits_for
 
 LOG2E_SHIFT = "x + (x >> 1) - (x >> 4)"  # 1.4375 ~ log2(e) = 1.4427 (I-ViT Shiftmax step 2)
 IBERT_EXP = (0.35815147, 0.96963238, 1.0)  # exp(p) ~ a p^2 + b p + c on (-ln2, 0] (I-BERT)
@@ -230,7 +230,14 @@ class LayerNormInt:
         from lowbit.intonly.dyadic import dyadic
 
         m = dyadic(gamma.double() * self.unit_scale / out_scale, bits)
-        bias = torch.floor(beta.double() / out_scale * torch.pow(2.0, m.c.double()) + 0.5).to(torch.int64)
+        beta_units = beta.double() / out_scale
+        # a tiny gamma gives a large shift c and with it a huge bias at shift precision: trade mantissa bits of
+        # those channels for headroom so |bias| < 2^50 (exact in float64 and int64)
+        need = torch.ceil(torch.log2(beta_units.abs() + 1)) + m.c.double() - 50
+        k = need.clamp(min=0).clamp(max=(m.c - 1).double()).to(torch.int64)
+        b = torch.floor(m.b.double() / torch.pow(2.0, k.double()) + 0.5).to(torch.int64)
+        m = Dyadic(b, m.c - k)
+        bias = torch.floor(beta_units * torch.pow(2.0, m.c.double()) + 0.5).to(torch.int64)
         if bias.abs().max() >= 2**51:
             raise IntegerOnlyError("I-LayerNorm: beta / out_scale is too large for an exact requantization")
         return m, bias

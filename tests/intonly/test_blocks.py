@@ -1,0 +1,118 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lowbit.api import quantize
+from lowbit.intonly.blocks import INTONLY_SCHEME, IntBertModel, IntConfig, build_int_bert
+from lowbit.intonly.checker import check_integer_only, walk
+from lowbit.intonly.dyadic import INT, SIM, IntegerOnlyError
+from lowbit.scheme import QuantSpec
+from tiny_models import tiny_bert, tiny_gpt2
+
+
+# min-max observers keep the tests fast; the MSE observer of INTONLY_SCHEME changes scales, not the graph
+MINMAX = INTONLY_SCHEME.replace(activations=QuantSpec("int8", "tensor"))
+
+
+@pytest.fixture(scope="module")
+def built():
+    fp = tiny_bert()
+    g = torch.Generator().manual_seed(0)
+    calib = [{"input_ids": torch.randint(0, 120, (4, 16), generator=g)} for _ in range(2)]
+    im = build_int_bert(copy.deepcopy(fp), calib, scheme=MINMAX)
+    ids = torch.randint(0, 120, (2, 16), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    return fp, im, (ids, mask, torch.zeros_like(ids)), calib
+
+
+@pytest.mark.parametrize("softmax,gelu", [("shift", "shift"), ("poly", "poly")])
+def test_integer_forward_equals_float64_simulation_exactly(built, softmax, gelu):
+    fp, im, args, calib = built
+    if (softmax, gelu) != ("shift", "shift"):
+        im = IntBertModel(im_source(fp, calib), IntConfig(softmax=softmax, gelu=gelu)).calibrate(calib)
+    h_int, s_int = im.integer_forward(INT, *args)
+    h_sim, s_sim = im.integer_forward(SIM, *args)
+    assert h_int.dtype == torch.int64 and s_int == s_sim
+    assert torch.equal(h_int, h_sim.long())
+
+
+def im_source(fp, calib):
+    return quantize(copy.deepcopy(fp), MINMAX, calib, progress=False)
+
+
+def test_close_to_float_model(built):
+    fp, im, (ids, mask, tt), _ = built
+    out = im(ids, mask, tt).last_hidden_state
+    ref = fp(input_ids=ids, attention_mask=mask).last_hidden_state
+    cos = F.cosine_similarity(out, ref, dim=-1)[mask.bool()]
+    assert cos.min() > 0.98
+
+
+def test_checker_passes_the_integer_graph(built):
+    _, im, args, _ = built
+    report = check_integer_only(im.integer_forward, INT, *args)
+    assert report.ops["mm"] + report.ops["bmm"] > 0 and not report.violations
+
+
+def test_checker_fails_on_the_float_simulation(built):
+    _, im, args, _ = built
+    with pytest.raises(IntegerOnlyError, match="floating-point"):
+        check_integer_only(im.integer_forward, SIM, *args)
+
+
+class Planted:
+    """An op that computes the original, then one planted extra step."""
+
+    def __init__(self, op, extra):
+        self.op, self.extra, self.out_scale = op, extra, op.out_scale
+
+    def __call__(self, A, x, *args):
+        return self.extra(self.op(A, x, *args))
+
+
+def test_checker_fails_on_planted_float_op(built, monkeypatch):
+    _, im, args, _ = built
+    op = im.plan["layer0.softmax"]
+    monkeypatch.setitem(im.plan, "layer0.softmax", Planted(op, lambda y: (y.float() * 1.0).long()))
+    with pytest.raises(IntegerOnlyError, match="mul: float32"):
+        check_integer_only(im.integer_forward, INT, *args)
+
+
+def test_checker_fails_on_planted_integer_division(built, monkeypatch):
+    _, im, args, _ = built
+    op = im.plan["layer1.gelu"]
+    monkeypatch.setitem(im.plan, "layer1.gelu", Planted(op, lambda y: y // 3))
+    with pytest.raises(IntegerOnlyError, match="floor_divide.*division"):
+        check_integer_only(im.integer_forward, INT, *args)
+
+
+def test_checker_fails_when_nothing_ran():
+    with pytest.raises(IntegerOnlyError, match="no tensor op"):
+        check_integer_only(lambda: 3)
+    _, report = walk(lambda: torch.arange(3) + 1)
+    assert report.ops["add"] == 1 and not report.violations
+
+
+def test_build_errors(built):
+    fp, im, args, calib = built
+    with pytest.raises(IntegerOnlyError, match="model_type 'bert'"):
+        build_int_bert(tiny_gpt2(), calib)
+    other = quantize(copy.deepcopy(fp), "w8a8-int8", progress=False)  # per-token dynamic activations
+    with pytest.raises(IntegerOnlyError, match="per-tensor static"):
+        IntBertModel(other, IntConfig())
+    with pytest.raises(IntegerOnlyError, match="not a QuantLinear"):
+        IntBertModel(copy.deepcopy(fp), IntConfig())  # a float model passed where a quantized one is needed
+    uncal = IntBertModel(im_source(fp, calib), IntConfig())
+    with pytest.raises(IntegerOnlyError, match="calibrate the model first"):
+        uncal.integer_forward(INT, *args)
+    with pytest.raises(IntegerOnlyError, match="at least one batch"):
+        uncal.calibrate([])
+
+
+@pytest.mark.parametrize("bad", [dict(softmax="exp"), dict(gelu="tanh"), dict(score_bits=2), dict(prob_bits=9)])
+def test_config_errors(bad):
+    with pytest.raises(IntegerOnlyError):
+        IntConfig(**bad)
