@@ -49,3 +49,8 @@ def test_articles_filters_short_ones_and_puts_the_title_first():
     dump = bz2.compress(_dump([("Long", 0, False, long_text), ("Stub", 0, False, "{{stub}} short")]))
     out = articles(dump, min_chars=2000)
     assert len(out) == 1 and out[0].startswith("Long\n\nword word")
+
+
+def test_captions_with_brackets_and_unbalanced_templates():
+    text = strip_markup("A [[File:x.png|thumb|Bicyclo[1.1.0]butane [above]]] B {{efn|chars {|}~}} C\nD")
+    assert text == "A B\nD"

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 # Innermost-first patterns: applying them until nothing changes removes nested constructs.
 _TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
 _TABLE = re.compile(r"\{\|(?:(?!\{\||\|\}).)*\|\}", re.S)
-_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
+_LINK = re.compile(r"\[\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\]")  # a caption may hold single [brackets]
 _NAMESPACED = re.compile(r"^\s*:?\s*(file|image|category|media|wikipedia|wp|[a-z]{2,3}(-[a-z]+)?)\s*:", re.I)
 _EXTERNAL = re.compile(r"\[(?:https?:|ftp:|//)[^\s\]]*\s*([^\]]*)\]")
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -24,6 +24,7 @@ _TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 _HEADING = re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.M)
 _EMPHASIS = re.compile(r"'{2,}")
 _LIST = re.compile(r"^[*#:;]+\s*", re.M)
+_LEFTOVER = re.compile(r"\{\{[^\n]*|\}\}|\[\[|\]\]")  # unbalanced markup (a template quoting "{|}~")
 
 
 def _until_stable(pattern: re.Pattern[str], repl, text: str) -> str:
@@ -56,7 +57,7 @@ def strip_markup(wikitext: str) -> str:
     text = _until_stable(_TEMPLATE, "", text)
     text = _until_stable(_TABLE, "", text)
     text = _until_stable(_LINK, _link_label, text)
-    text = _EXTERNAL.sub(r"\1", text)
+    text = _LEFTOVER.sub("", _EXTERNAL.sub(r"\1", text))
     text = html.unescape(_TAG.sub("", text))
     text = _HEADING.sub(r"\1", text)
     text = _LIST.sub("", _EMPHASIS.sub("", text))
