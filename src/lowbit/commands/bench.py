@@ -46,10 +46,15 @@ def _meta() -> dict:
 
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    import os
+
+    commit = os.environ.get("LOWBIT_COMMIT", "")  # the device copy of the tree has no .git
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip()
+        except OSError:
+            commit = ""
     return {"gpu": torch.cuda.get_device_name(), "commit": commit, "torch": torch.__version__,
             "date": datetime.date.today().isoformat()}
 

@@ -324,7 +324,6 @@ def _sm_count(device: torch.device) -> int:
 def choose_config(m: int, n: int, k: int, a_kind: int, w_kind: int, mode: int, group: int,
                   sms: int = 132) -> Config:
     """Tile shapes by M: decode (M <= 16) splits K until ~4 programs per SM; prefill uses 128-wide tiles."""
-    packed = w_kind in (INT4, FP4, UINT4)
     bk = group if mode != 0 else (128 if a_kind == A16 else 128)
     if m <= 64:
         bm = 16 if m <= 16 else (32 if m <= 32 else 64)
