@@ -54,15 +54,17 @@ def _window_nll(model, window: torch.Tensor, n_scored: int) -> float:
 
 
 def window_spans(n_tokens: int, ctx: int, stride: int) -> list[tuple[int, int, int]]:
-    """``(begin, end, n_scored)`` of each window; every token but the first is scored exactly once."""
-    spans, prev_end = [], 0
-    for begin in range(0, n_tokens, stride):
-        end = min(begin + ctx, n_tokens)
-        scored = min(end - prev_end, end - begin - 1)  # the window's first token has no prediction
-        spans.append((begin, end, scored))
-        prev_end = end
-        if end == n_tokens:
-            break
+    """``(begin, end, n_scored)`` of each window; every token but the first is scored exactly once.
+
+    Windows end at ``ctx, ctx + stride, ...`` and score the tokens after the previous end (HF's recipe).
+    A stride of ``ctx`` (disjoint windows) would leave each window's first token without a prediction, so
+    the step is capped at ``ctx - 1``.
+    """
+    step, end = min(stride, ctx - 1), min(ctx, n_tokens)
+    spans = [(0, end, end - 1)]
+    while end < n_tokens:
+        prev_end, end = end, min(end + step, n_tokens)
+        spans.append((max(0, end - ctx), end, end - prev_end))
     return spans
 
 
@@ -76,7 +78,8 @@ def perplexity(model, tokenizer_or_ids, texts: Sequence[str] | None = None, ctx:
         tokenizer_or_ids: a tokenizer (then ``texts`` are encoded) or a 1-D sequence of token ids.
         texts: documents, e.g. ``load_texts("wiki", split="eval")``; ignored when ids are given.
         ctx: window length in tokens (at most the model's context).
-        stride: tokens the window advances by; ``stride == ctx`` gives disjoint windows.
+        stride: tokens the window advances by (``ctx`` means ``ctx - 1``: each window keeps one token of
+            context so that every token is scored).
         max_tokens: evaluate only the first ``max_tokens`` tokens (a budget for CPU runs).
         progress: show a progress bar over windows.
 
@@ -84,14 +87,14 @@ def perplexity(model, tokenizer_or_ids, texts: Sequence[str] | None = None, ctx:
         ``exp(mean NLL)`` over every token but the first, as a float.
 
     Raises:
-        DataError: no text, fewer than 2 tokens, or ``stride`` not in ``[1, ctx]``.
+        DataError: no text, fewer than 2 tokens, ``ctx < 2`` or ``stride`` not in ``[1, ctx]``.
         ModelError: the model returns no logits.
 
     Example:
         >>> ppl = perplexity(model, tok, load_texts("wiki", "eval"), max_tokens=2048)
     """
-    if not 1 <= stride <= ctx:
-        raise DataError(f"stride must be in [1, ctx={ctx}], got {stride}")
+    if ctx < 2 or not 1 <= stride <= ctx:
+        raise DataError(f"need ctx >= 2 and stride in [1, ctx], got ctx={ctx}, stride={stride}")
     if isinstance(tokenizer_or_ids, (torch.Tensor, list, tuple)):
         ids = torch.as_tensor(tokenizer_or_ids, dtype=torch.long).flatten()[:max_tokens]
     else:
