@@ -38,9 +38,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from lowbit.data import load_model
+    from lowbit.eval.compare import console, table
 
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     _check_schemes(schemes)
@@ -48,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
     budget = Budget(max_tokens=args.max_tokens, sentences=args.sentences, calib_samples=args.calib_samples)
     rows, caption = compare_model(model, tok, schemes, args.data, args.calib, budget, "fp32",
                                   progress=not args.no_progress)
-    from lowbit.eval.compare import table
-
-    Console().print(table(rows, f"lowbit compare: {args.model}", caption))
+    console().print(table(rows, f"lowbit compare: {args.model}", caption))
     return 0
 
 

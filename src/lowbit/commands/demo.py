@@ -26,15 +26,14 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from lowbit.eval.compare import console
     from lowbit.scheme import PRESETS
 
-    console, start = Console(), time.perf_counter()
+    out, start = console(), time.perf_counter()
     presets = [p.strip() for p in args.presets.split(",")] if args.presets else list(PRESETS)
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        _demo_model(console, name, presets, args)
-    console.print(f"[bold]demo finished in {time.perf_counter() - start:.0f} s[/]")
+        _demo_model(out, name, presets, args)
+    out.print(f"[bold]demo finished in {time.perf_counter() - start:.0f} s[/]")
     return 0
 
 

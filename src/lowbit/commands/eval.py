@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if metric == "ppl" and not is_causal_lm(model):
         raise ModelError(f"{type(model).__name__} is not a causal LM: use --metric probe or cosine")
     value = {"ppl": _ppl, "probe": _probe, "cosine": _cosine}[metric](args, model, tok)
-    print(f"{args.checkpoint}: {metric} = {value:.4f}")
+    print(f"{args.checkpoint}: {metric} = {value:.6f}")
     return 0
 
 

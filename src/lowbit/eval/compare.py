@@ -210,6 +210,14 @@ def compare(model_fp, schemes: Sequence, task, baseline_label: str = "fp32", cal
     return rows
 
 
+def console():
+    """A rich Console at least 160 columns wide: the compare table has 11 columns, and piped output
+    (``make demo | tee``) would otherwise be cut at 80."""
+    from rich.console import Console
+
+    return Console(width=max(Console().width, 160))
+
+
 def table(rows: list[Row], title: str, caption: str = ""):
     """A rich Table of compare rows (metrics in the order of the first row)."""
     from rich.table import Table
