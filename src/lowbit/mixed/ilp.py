@@ -111,19 +111,20 @@ def random_plan(costs: dict[str, torch.Tensor], budgets: dict[str, float], ties=
     must beat at equal budget): the feasible sample with the highest budget use among `tries`."""
     n, f = next(iter(costs.values())).shape
     gen = np.random.default_rng(seed)
-    best, best_use = None, -1.0
-    for _ in range(tries):
-        p = gen.uniform(0.05, 0.95)  # vary the mix so that samples reach the whole budget range
-        choice = gen.choice(f, size=n, p=[1 - p, p] if f == 2 else None)
-        for g in ties:
-            choice[list(g)] = choice[g[0]]
-        s = evaluate(tuple(choice), torch.zeros(n, f), costs)
-        use = min(lim - s.costs[k] for k, lim in budgets.items())
-        if use >= 0 and (best is None or -use > best_use):
-            best, best_use = tuple(int(c) for c in choice), -use
-    if best is None:
+    # vary the share of each format per sample so that samples reach the whole budget range
+    mix = gen.dirichlet(np.ones(f), size=tries)  # (S, f)
+    u = gen.random((tries, n))[..., None]
+    choice = (u > np.cumsum(mix, 1)[:, None, :]).sum(-1).clip(max=f - 1)  # (S, n)
+    for g in ties:
+        choice[:, list(g)] = choice[:, [g[0]]]
+    slack = np.full(tries, np.inf)
+    for k, lim in budgets.items():
+        c = costs[k].double().numpy()
+        slack = np.minimum(slack, lim - c[np.arange(n), choice].sum(1))
+    ok = np.flatnonzero(slack >= 0)
+    if not len(ok):
         raise PlanError(f"no random assignment met the budgets {budgets} in {tries} samples")
-    return best
+    return tuple(int(c) for c in choice[ok[np.argmin(slack[ok])]])
 
 
 def pareto(omega: torch.Tensor, costs: dict[str, torch.Tensor], cost: str, ratios=(0, .25, .5, .75, 1),
