@@ -31,7 +31,8 @@ def _e2e_parser(sub) -> None:
 
 
 # (name, parser builder): `encoder` and others append here.
-SUBCOMMANDS = [("layers", _layers_parser), ("e2e", _e2e_parser)]
+from lowbit.bench.encoder_cli import encoder_parser as _encoder_parser  # noqa: E402  (the encoder engine's CLI)
+SUBCOMMANDS = [("layers", _layers_parser), ("e2e", _e2e_parser), ("encoder", _encoder_parser)]
 
 
 def register(sub) -> None:
