@@ -17,6 +17,7 @@ from torch import nn
 from lowbit.kernels import _tl
 from lowbit.kernels.act_quant import FORMATS as ACT_FORMATS
 from lowbit.kernels.act_quant import quantize_act
+from lowbit.kernels.gemv import A_CODES, DISPATCH_M, KINDS_4BIT, dequant_w4, gemv_w4
 from lowbit.kernels.qgemm import qgemm
 from lowbit.nn import qlinear
 from lowbit.nn.qlinear import QuantLinear
@@ -118,6 +119,9 @@ def quant_linear_forward(module: QuantLinear, x: torch.Tensor) -> torch.Tensor |
     if p is None or (p.a_kind == _tl.A16 and x.dtype not in (torch.float16, torch.bfloat16)):
         return None
     x2 = x.reshape(-1, module.in_features)
+    y = _w4_paths(module, p, x2)
+    if y is not None:
+        return y.reshape(*x.shape[:-1], module.out_features)
     if p.a_fmt is None:
         a, sa = x2, None
     else:
@@ -128,6 +132,28 @@ def quant_linear_forward(module: QuantLinear, x: torch.Tensor) -> torch.Tensor |
                                p.a_kind, p.w_kind, p.mode, p.group, module.out_features, module.in_features,
                                x.dtype)
     return y.reshape(*x.shape[:-1], module.out_features)
+
+
+def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | None:
+    """Group-wise 4-bit weights: the CUDA-core GEMV at decode sizes; for weight-only layers above that, the weight
+    dequantized once to the activation dtype and cuBLAS (decoding nibbles in every tensor-core tile ran at
+    0.4x bf16 at M = 64, BENCHMARKS.md)."""
+    if p.w_kind not in KINDS_4BIT or p.mode == _tl.PER_CHANNEL:
+        return None
+    m = x2.shape[0]
+    if m <= DISPATCH_M and p.a_kind in A_CODES:
+        if p.a_fmt is None:
+            a, sa = x2, None
+        else:
+            static = module.act_scale if module.act_spec.granularity == "tensor" else None
+            a, sa = torch.ops.lowbit.act_quant(x2, None, static, p.a_fmt)
+        return torch.ops.lowbit.gemv_w4(a, sa, module.qweight, module.scale, module.zero, module.bias, p.a_kind,
+                                        p.w_kind, p.group, module.out_features, module.in_features, x2.dtype)
+    if p.a_kind == _tl.A16:
+        w = torch.ops.lowbit.dequant_w4(module.qweight, module.scale, module.zero, p.w_kind, p.group,
+                                        module.in_features, x2.dtype)
+        return torch.nn.functional.linear(x2, w, module.bias)
+    return None
 
 
 # --- registered ops (torch.compile sees them as opaque; CUDA graphs capture the launches) ----------------------
@@ -156,6 +182,29 @@ def _qgemm_op(a: torch.Tensor, a_scale: torch.Tensor | None, w: torch.Tensor, w_
 @_qgemm_op.register_fake
 def _(a, a_scale, w, w_scale, aux, bias, counters, a_kind, w_kind, mode, group, n, k, out_dtype):
     return a.new_empty((a.shape[0], n), dtype=out_dtype)
+
+
+@torch.library.custom_op("lowbit::gemv_w4", mutates_args=())
+def _gemv_w4_op(a: torch.Tensor, a_scale: torch.Tensor | None, w: torch.Tensor, w_scale: torch.Tensor,
+                zero: torch.Tensor | None, bias: torch.Tensor | None, a_kind: int, w_kind: int, group: int, n: int,
+                k: int, out_dtype: torch.dtype) -> torch.Tensor:
+    return gemv_w4(a, a_scale, a_kind, w, w_scale, zero, bias, w_kind, group, n, k, out_dtype)
+
+
+@_gemv_w4_op.register_fake
+def _(a, a_scale, w, w_scale, zero, bias, a_kind, w_kind, group, n, k, out_dtype):
+    return a.new_empty((a.shape[0], n), dtype=out_dtype)
+
+
+@torch.library.custom_op("lowbit::dequant_w4", mutates_args=())
+def _dequant_w4_op(w: torch.Tensor, w_scale: torch.Tensor, zero: torch.Tensor | None, w_kind: int, group: int,
+                   k: int, dtype: torch.dtype) -> torch.Tensor:
+    return dequant_w4(w, w_scale, zero, w_kind, group, k, dtype)
+
+
+@_dequant_w4_op.register_fake
+def _(w, w_scale, zero, w_kind, group, k, dtype):
+    return w.new_empty((w.shape[0], k), dtype=dtype)
 
 
 def enable() -> None:

@@ -1,0 +1,83 @@
+"""The decode GEMV and the weight dequantizer against the plain-torch reference (interpreter on CPU, or GPU)."""
+import pytest
+import torch
+
+from lowbit.kernels import _tl, reference
+from lowbit.kernels.gemv import dequant_w4, gemv_w4
+from lowbit.quant.qtensor import quantize_weight
+from lowbit.scheme import QuantSpec
+
+W = {"int4": (QuantSpec("int4", "group", 64), _tl.INT4),
+     "uint4": (QuantSpec("int4", "group", 64, symmetric=False), _tl.UINT4),
+     "fp4": (QuantSpec("fp4_e2m1", "group", 64), _tl.FP4),
+     "fp4-m2": (QuantSpec("fp4_e2m1", "group", 64, scale_rule="pow2_row"), _tl.FP4)}
+
+
+def _case(dev, m, n, k, wname, bias=True):
+    spec, kind = W[wname]
+    qt = quantize_weight(torch.randn(n, k), spec)
+    b = torch.randn(n) if bias else None
+    x = torch.randn(m, k)
+    return qt, kind, b, x
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 37, 192), (3, 72, 320), (16, 16, 64)])
+@pytest.mark.parametrize("wname", sorted(W))
+@pytest.mark.parametrize("gps", [1, 2])
+def test_gemv_w4a16_matches_reference(dev, m, n, k, wname, gps):
+    qt, kind, b, x = _case(dev, m, n, k, wname)
+    dt = torch.float16  # bf16 is unreliable under the interpreter; the GPU tests cover it
+    xd = x.to(dt).to(dev)
+    out = torch.full((m, n), float("nan"), dtype=dt, device=dev)  # poisoned: every element must be written
+    y = gemv_w4(xd, None, _tl.A16, qt.codes.to(dev), qt.scale.to(dev), None if qt.zero is None else qt.zero.to(dev),
+                b.to(dt).to(dev), kind, 64, n, k, dt, config=(8, gps, 2, 2), out=out)
+    ref = reference.qgemm(xd.cpu(), None, None, qt, b.to(dt), torch.float32)
+    # fp32 accumulation in another order, one rounding to fp16 at the end: |err| <= 2^-10 |y| + 1e-3 * scale
+    torch.testing.assert_close(y.float().cpu(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("afmt,akind", [("int8", _tl.INT8), ("fp8_e4m3", _tl.FP8)])
+@pytest.mark.parametrize("wname", ["int4", "fp4-m2"])
+def test_gemv_on_quantized_activations_matches_reference(dev, afmt, akind, wname):
+    m, n, k = 2, 45, 256
+    qt, kind, b, x = _case(dev, m, n, k, wname)
+    a, sa = reference.quantize_act(x, afmt)
+    y = gemv_w4(a.to(dev), sa.to(dev), akind, qt.codes.to(dev), qt.scale.to(dev), None, b.to(dev), kind, 64, n, k,
+                torch.float32)
+    ref = reference.qgemm(a, sa, afmt, qt, b, torch.float32)
+    torch.testing.assert_close(y.cpu(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("wname", sorted(W))
+def test_dequant_w4_equals_qtensor_dequantize(dev, wname):
+    qt, kind, _, _ = _case(dev, 0, 40, 128, wname, bias=False)
+    out = dequant_w4(qt.codes.to(dev), qt.scale.to(dev), None if qt.zero is None else qt.zero.to(dev), kind, 64,
+                     128, torch.float32)
+    assert torch.equal(out.cpu(), qt.dequantize())
+
+
+def test_gemv_rejects_large_m(dev):
+    qt, kind, _, _ = _case(dev, 0, 8, 64, "int4")
+    with pytest.raises(ValueError, match="M <= 16"):
+        gemv_w4(torch.randn(17, 64), None, _tl.A16, qt.codes, qt.scale, None, None, kind, 64, 8, 64, torch.float32)
+
+
+@pytest.mark.parametrize("preset,tokens", [("w4a16", 1), ("w4a16-fp4", 3), ("w4a8-int", 1), ("w4a8-fp", 2),
+                                           ("w4a16", 20)])
+def test_dispatch_takes_the_gemv_and_dequant_paths(dev, preset, tokens, monkeypatch):
+    from lowbit.kernels import dispatch, gemv
+    from lowbit.nn.qlinear import QuantLinear
+    from lowbit.scheme import PRESETS
+
+    called = []
+    for fn in ("gemv_w4", "dequant_w4"):
+        orig = getattr(dispatch, fn)
+        monkeypatch.setattr(dispatch, fn, lambda *a, _o=orig, _n=fn, **kw: (called.append(_n), _o(*a, **kw))[1])
+    s = PRESETS[preset]
+    lin = torch.nn.Linear(256, 24).half()
+    q = QuantLinear.from_float(lin, s.weights, s.activations).to(dev)
+    x = torch.randn(tokens, 256, dtype=torch.float16, device=dev)
+    y = dispatch.quant_linear_forward(q, x)
+    ref = q.reference_forward(x).float()
+    assert called == ["gemv_w4" if tokens <= gemv.DISPATCH_M else "dequant_w4"]
+    assert ((y.float() - ref).norm() / ref.norm()) < 2e-3
