@@ -119,7 +119,7 @@ def main() -> None:
                    "calib_tokens": a.calib_samples * a.calib_len,
                    "extras": {k: v for k, v in getattr(model, "lowbit_extras", {}).items()
                               if k in ("gptq_fallbacks", "rotation")}}
-            rec["calib_tokens"] = rec["calib_tokens"] if needs or scheme is None else 0
+            rec["calib_tokens"] = rec["calib_tokens"] if needs else 0
             if scheme is not None and "fptq" in scheme.methods:
                 modes = [v["mode"] for v in model.lowbit_extras["fptq"]["layers"].values()]
                 rec["fptq_modes"] = {m: modes.count(m) for m in ("static", "lae+static", "dynamic")}
