@@ -48,7 +48,7 @@ def test_reference_graph_equals_unfused_model(bert, scheme):
     _assert_rounding(e.hidden_states(b)[0], _hf_hidden(q, b), b["attention_mask"])
 
 
-@pytest.mark.parametrize("scheme", ["w4a4-int", "w8a8-fp8"])
+@pytest.mark.parametrize("scheme", ["w4a4-int"])  # FP kinds: test_fused (interpreter time)
 def test_kernel_graph_equals_reference_graph(interp, bert, scheme):
     q = lowbit.quantize(copy.deepcopy(bert), scheme, progress=False)
     ids = torch.randint(4, TINY["vocab"], (2, 9))  # bucket (2, 16): 32 tokens, unpacked-weight GEMMs
