@@ -17,7 +17,7 @@ from torch import nn
 from lowbit.kernels import _tl
 from lowbit.kernels.act_quant import FORMATS as ACT_FORMATS
 from lowbit.kernels.act_quant import quantize_act
-from lowbit.kernels.gemv import A_CODES, DISPATCH_M, KINDS_4BIT, dequant_w4, gemv_w4
+from lowbit.kernels.gemv import A_CODES, DEQUANT_M, DISPATCH_M, KINDS_4BIT, dequant_w4, gemv_w4
 from lowbit.kernels.qgemm import qgemm
 from lowbit.nn import qlinear
 from lowbit.nn.qlinear import QuantLinear
@@ -135,9 +135,9 @@ def quant_linear_forward(module: QuantLinear, x: torch.Tensor) -> torch.Tensor |
 
 
 def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | None:
-    """Group-wise 4-bit weights: the CUDA-core GEMV at decode sizes; for weight-only layers above that, the weight
-    dequantized once to the activation dtype and cuBLAS (decoding nibbles in every tensor-core tile ran at
-    0.4x bf16 at M = 64, BENCHMARKS.md)."""
+    """Group-wise 4-bit weights: the CUDA-core GEMV at M <= DISPATCH_M; weight-only layers from DEQUANT_M tokens
+    on: the weight dequantized once to the activation dtype, then cuBLAS (decoding nibbles in every tensor-core
+    tile ran at 0.37x bf16 at M = 2048, BENCHMARKS.md). None: the tensor-core qgemm path."""
     if p.w_kind not in KINDS_4BIT or p.mode == _tl.PER_CHANNEL:
         return None
     m = x2.shape[0]
@@ -149,7 +149,7 @@ def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | 
             a, sa = torch.ops.lowbit.act_quant(x2, None, static, p.a_fmt)
         return torch.ops.lowbit.gemv_w4(a, sa, module.qweight, module.scale, module.zero, module.bias, p.a_kind,
                                         p.w_kind, p.group, module.out_features, module.in_features, x2.dtype)
-    if p.a_kind == _tl.A16:
+    if p.a_kind == _tl.A16 and m >= DEQUANT_M:
         w = torch.ops.lowbit.dequant_w4(module.qweight, module.scale, module.zero, p.w_kind, p.group,
                                         module.in_features, x2.dtype)
         return torch.nn.functional.linear(x2, w, module.bias)
