@@ -26,7 +26,7 @@ def layer(preset, n, k):
 
 t0 = time.time()
 # 1. correctness at real sizes, poisoned outputs
-for preset, (n, k), m in itertools.product(["w4a16", "w4a16-fp4", "w4a8-int", "w4a8-fp"], SHAPES[:2], [1, 3]):
+for preset, (n, k), m in itertools.product(["w4a16", "w4a16-fp4", "w4a8-int", "w4a8-fp"], SHAPES[:2], [1, 3, 16]):
     q = layer(preset, n, k)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     ref = q.reference_forward(x).float()
@@ -41,7 +41,7 @@ for preset, (n, k), m in itertools.product(["w4a16", "w4a16-fp4", "w4a8-int", "w
     assert err < 8e-3 and not torch.isnan(y).any()
 print(f"correctness ok ({time.time() - t0:.0f}s)", flush=True)
 
-# 2. sweep (BN, warps, stages) at M = 1 for int4 weight-only
+# 2. sweep (BN, GPS, warps, stages) at M = 1 for int4 weight-only
 best = {}
 for n, k in SHAPES:
     q = layer("w4a16", n, k)
@@ -50,7 +50,7 @@ for n, k in SHAPES:
     ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies_for(2 * n * k))]
     base = time_calls([lambda w=w: x @ w.t() for w in ws])[0]
     res = []
-    for cfg in itertools.product([4, 8, 16, 32], [1, 2, 4], [2, 4]):
+    for cfg in itertools.product([4, 8, 16, 32], [1, 2, 4], [1, 2, 4], [2, 4]):
         calls = [lambda c=c, cfg=cfg: gemv.gemv_w4(x, None, _tl.A16, c.qweight, c.scale, None, None, _tl.INT4, 128,
                                                     n, k, torch.bfloat16, config=cfg) for c in qs]
         try:
@@ -65,11 +65,11 @@ for n, k in SHAPES:
 print(f"sweep done ({time.time() - t0:.0f}s)", flush=True)
 
 # 3. whole QuantLinear forward through dispatch with the best config per shape, vs bf16, same process
-gemv.gemv_config = lambda n, k: best.get((n, k), (8, 2, 3))
-print("| preset | N x K | " + " | ".join(f"M={m}" for m in (1, 64, 2048)) + " |")
+gemv.gemv_config = lambda n, k: best.get((n, k), (8, 2, 2, 3))
+print("| preset | N x K | " + " | ".join(f"M={m}" for m in (1, 4, 16, 64, 2048)) + " |")
 for (n, k), preset in itertools.product(SHAPES, ["bf16", "w4a16", "w4a16-fp4", "w4a8-int", "w4a8-fp"]):
     cells = []
-    for m in (1, 64, 2048):
+    for m in (1, 4, 16, 64, 2048):
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         if preset == "bf16":
             ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies_for(2 * n * k))]

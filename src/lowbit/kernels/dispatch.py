@@ -17,7 +17,7 @@ from torch import nn
 from lowbit.kernels import _tl
 from lowbit.kernels.act_quant import FORMATS as ACT_FORMATS
 from lowbit.kernels.act_quant import quantize_act
-from lowbit.kernels.gemv import A_CODES, DEQUANT_M, DISPATCH_M, KINDS_4BIT, dequant_w4, gemv_w4
+from lowbit.kernels.gemv import A_CODES, DEQUANT_M, KINDS_4BIT, dequant_w4, gemv_w4, use_gemv
 from lowbit.kernels.qgemm import qgemm
 from lowbit.nn import qlinear
 from lowbit.nn.qlinear import QuantLinear
@@ -135,13 +135,13 @@ def quant_linear_forward(module: QuantLinear, x: torch.Tensor) -> torch.Tensor |
 
 
 def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | None:
-    """Group-wise 4-bit weights: the CUDA-core GEMV at M <= DISPATCH_M; weight-only layers from DEQUANT_M tokens
+    """Group-wise 4-bit weights: the CUDA-core GEMV where `use_gemv` says it won; weight-only layers from DEQUANT_M tokens
     on: the weight dequantized once to the activation dtype, then cuBLAS (decoding nibbles in every tensor-core
     tile ran at 0.37x bf16 at M = 2048, BENCHMARKS.md). None: the tensor-core qgemm path."""
     if p.w_kind not in KINDS_4BIT or p.mode == _tl.PER_CHANNEL:
         return None
     m = x2.shape[0]
-    if m <= DISPATCH_M and p.a_kind in A_CODES:
+    if use_gemv(m, module.out_features) and p.a_kind in A_CODES:
         if p.a_fmt is None:
             a, sa = x2, None
         else:
