@@ -21,6 +21,7 @@ from pathlib import Path
 
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,15 +52,19 @@ class ProbeClassifier(nn.Module):
 
 @torch.no_grad()
 def load_teacher(args, data):
-    """FP32 MiniLM + a logistic-regression head fitted (L-BFGS, lowbit.eval.fit_probe) on its embeddings of the
-    training half; the probe's standardisation is folded into a 2-logit Linear (logit_0 = 0)."""
+    """FP32 MiniLM + a logistic-regression head fitted (lowbit.eval.fit_probe) on its embeddings of the training
+    half, as a 2-logit Linear (logit_0 = 0, logit_1 = the probe's logit)."""
     from transformers import BertModel
 
     from lowbit.eval import fit_probe
 
     bert = BertModel.from_pretrained(packaged_dir("minilm"), attn_implementation="eager", add_pooling_layer=False)
     model = ProbeClassifier(bert, nn.Linear(bert.config.hidden_size, 2)).eval()
+    head = Path(args.out) / "head.pt"  # fitted once, shared by the processes of one table
     t0 = time.perf_counter()
+    if head.is_file():
+        model.classifier.load_state_dict(torch.load(head))
+        return model, 0.0
     feats = []
     for i in range(0, len(data), 128):
         b = data.batch(torch.arange(i, min(i + 128, len(data))))
@@ -67,15 +72,27 @@ def load_teacher(args, data):
         m = b["attention_mask"][..., None].float()
         feats.append(F.normalize((out.last_hidden_state * m).sum(1) / m.sum(1), dim=-1))
     probe = fit_probe(torch.cat(feats).numpy(), data.labels.tolist())
-    w = torch.tensor(probe.weight / probe.std, dtype=torch.float32)
+    h = bert.config.hidden_size
+    b0 = float(probe.logits(np.zeros((1, h)))[0])  # the probe is affine: read its weight and bias off
+    w = torch.tensor(probe.logits(np.eye(h)) - b0, dtype=torch.float32)
     model.classifier.weight.zero_()
     model.classifier.bias.zero_()
     model.classifier.weight[1] = w
-    model.classifier.bias[1] = float(probe.bias - (probe.mean / probe.std) @ probe.weight)
+    model.classifier.bias[1] = b0
+    torch.save(model.classifier.state_dict(), head)
     return model, time.perf_counter() - t0
 
 
-def qat_row(teacher, data, args, grad: str, kd: bool, heads: float = 0.0, keep: int = 1):
+def static_scheme(args):
+    """The W4A4 scheme with static per-tensor INT4 activations (MKQ-BERT's deployment setting): PTQ calibrates
+    them (99.9th percentile of |x|), QAT learns them."""
+    from lowbit.scheme import QuantSpec, get_scheme
+
+    a = QuantSpec("int4", "tensor", dynamic=False, observer="percentile", percentile=99.9)
+    return get_scheme(args.scheme).replace(name=f"{args.scheme}-static", activations=a)
+
+
+def qat_row(teacher, data, args, grad: str, kd: bool, heads: float = 0.0, keep: int = 1, scheme=None):
     student = copy.deepcopy(teacher)
     student.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # not quantized; saves 11.7 M Adam updates
     notes = []
@@ -85,7 +102,7 @@ def qat_row(teacher, data, args, grad: str, kd: bool, heads: float = 0.0, keep: 
     if heads > 0:
         prune_heads(student, heads)
         notes.append(f"{heads:.0%} heads pruned per layer")
-    scheme, fits = fit_group_size(student, args.scheme)
+    scheme, fits = fit_group_size(student, scheme or args.scheme)
     notes += sorted({f.split(": ", 1)[1] for f in fits})
     prepare(student, scheme, grad)
     # One Adam step moves an LSQ scale by ~scale_lr in absolute terms but a log2 scale (MKQ slot) by ~scale_lr
@@ -151,6 +168,18 @@ def main() -> None:
     for key in rows:
         if key == "fp32":
             finish_row("FP32 teacher (MiniLM + self-trained LR head)", teacher, ev, args)
+        elif key == "w4a4s":
+            scheme = static_scheme(args)
+            calib = [{k: v for k, v in data.batch(torch.arange(i, i + 16)).items() if k != "labels"}
+                     for i in range(0, 128, 16)]
+            finish_row(f"{scheme.name} PTQ (RTN, calibrated on 128 sentences)",
+                       quantize(copy.deepcopy(teacher), scheme, calib, progress=False), ev, args)
+        elif key.endswith("-s"):
+            label, grad, kd, heads, keep = specs[key[:-2]]
+            student, r, notes = qat_row(teacher, data, args, grad, kd, heads, keep, static_scheme(args))
+            fake = predict(student, ev)
+            convert(student)
+            finish_row(label.replace("W4A4", "W4A4 static-act"), student, ev, args, r, notes, fake)
         elif key in ("w8a8", "w4a4"):
             name = {"w8a8": "w8a8-int8", "w4a4": args.scheme}[key]
             finish_row(f"{name} PTQ (RTN)", quantize(copy.deepcopy(teacher), name, progress=False), ev, args)
