@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from conftest import tiny_bert, tiny_gpt2
+from tiny_models import tiny_bert, tiny_gpt2
 from lowbit import quantize, save
 from lowbit.commands import compare as compare_cmd
 from lowbit.commands import demo as demo_cmd

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from conftest import tiny_bert, tiny_gpt2
+from tiny_models import tiny_bert, tiny_gpt2
 from lowbit.data import load_model, models, packages
 from lowbit.data.testing import word_tokenizer
 from lowbit.errors import DataError, ModelError

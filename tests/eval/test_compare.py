@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_bert, tiny_gpt2
+from tiny_models import tiny_bert, tiny_gpt2
 from lowbit.data import random_token_batches
 from lowbit.data.testing import word_tokenizer
 from lowbit.errors import SchemeError, ShapeError

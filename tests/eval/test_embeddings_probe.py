@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.optimize import check_grad
 
-from conftest import tiny_bert, tiny_gpt2
+from tiny_models import tiny_bert, tiny_gpt2
 from lowbit.data.testing import word_tokenizer
 from lowbit.errors import DataError, ModelError
 from lowbit.eval import embedding_cosine, fit_probe, probe_accuracy, sentence_embeddings, train_probe

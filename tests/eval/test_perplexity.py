@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import tiny_bert, tiny_gpt2
+from tiny_models import tiny_bert, tiny_gpt2
 from lowbit.data.testing import word_tokenizer
 from lowbit.errors import DataError, ModelError
 from lowbit.eval import perplexity

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_gpt2
+from tiny_models import tiny_gpt2
 from lowbit import quantize
 from lowbit.data import random_token_batches
 from lowbit.errors import CalibrationError, ModelError

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_classifier
+from qat_helpers import tiny_classifier
 from lowbit.cli import main
 
 WORDS = ["good", "great", "fine", "bad", "awful", "dull", "movie", "plot", "the", "a"]

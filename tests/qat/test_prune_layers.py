@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from conftest import W4A4, W8A8, tiny_classifier, tiny_data
+from qat_helpers import W4A4, W8A8, tiny_classifier, tiny_data
 from lowbit.errors import SchemeError, ShapeError
 from lowbit.qat import (TrainConfig, convert, keep_every, kept_layers, magnitude_mask, predict, prepare, prune_ffn,
                         prune_heads, prune_magnitude, train, two_four_mask)

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from conftest import W4A4, W8A8, tiny_classifier, tiny_data
+from qat_helpers import W4A4, W8A8, tiny_classifier, tiny_data
 from lowbit.errors import CheckpointError, DataError, ModelError, SchemeError
 from lowbit.nn.qlinear import QuantLinear
 from lowbit.qat import KDWeights, TrainConfig, convert, predict, prepare, qat_modules, train
