@@ -118,3 +118,9 @@ def test_demo_errors(tiny_packaged):
         demo_cmd.run(args)
     with pytest.raises(SchemeError, match="known presets"):
         demo_cmd.run(argparse.Namespace(**{**vars(args), "models": "minilm", "presets": "w1"}))
+
+
+def test_spread_keeps_class_balance():
+    labels = [1] * 10 + [0] * 10  # like the sentiment file: every positive first
+    assert compare_cmd.spread(labels, 4) == [1, 1, 0, 0]
+    assert compare_cmd.spread(labels, None) == labels and compare_cmd.spread(labels, 99) == labels

@@ -98,15 +98,24 @@ def _encoder_task(model, tok, data, budget, progress):
     from lowbit.eval.compare import EncoderTask
 
     if data != "sst":
-        texts = load_texts(data, split="eval")[:budget.sentences]
+        texts = spread(load_texts(data, split="eval"), budget.sentences)
         return EncoderTask(model, tok, texts, progress=progress), \
             f"cosine of mean-pooled embeddings to fp32 on {len(texts)} documents of {data!r} (eval split)"
     probe = train_probe(model, tok, progress=progress)
     texts, labels = load_labelled("sst", split="eval")
-    texts, labels = texts[:budget.sentences], labels[:budget.sentences]
+    texts, labels = spread(texts, budget.sentences), spread(labels, budget.sentences)
     caption = (f"sentiment probe (logistic regression on fp32 embeddings of 2000 'sst' calib sentences) scored "
                f"on {len(texts)} held-out sentences; cosine to fp32 embeddings of the same sentences")
     return EncoderTask(model, tok, texts, probe, labels, progress), caption
+
+
+def spread(items: list, k: int | None) -> list:
+    """``k`` items evenly spaced over ``items`` (all when k is None or larger): a subset of a sorted corpus
+    (the sentiment file lists every positive sentence first) keeps its class balance."""
+    if k is None or k >= len(items):
+        return list(items)
+    step = len(items) / k
+    return [items[int(i * step)] for i in range(k)]
 
 
 def _calibration(model, tok, schemes, source: str, asked: bool, budget: Budget, causal: bool):

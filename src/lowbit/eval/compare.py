@@ -73,10 +73,12 @@ class EncoderTask:
                  labels: Sequence[int] | None = None, progress: bool = True):
         self.tokenizer, self.texts, self.probe, self.labels, self.progress = tokenizer, texts, probe, labels, progress
         self.primary = "probe acc %" if probe is not None else "cosine"
+        self.model_fp = model_fp
         self.reference = sentence_embeddings(model_fp, tokenizer, texts, progress=progress)
 
     def measure(self, model) -> dict[str, float]:
-        emb = sentence_embeddings(model, self.tokenizer, self.texts, progress=self.progress)
+        emb = self.reference if model is self.model_fp else sentence_embeddings(
+            model, self.tokenizer, self.texts, progress=self.progress)
         metrics = {"cosine": float((emb * self.reference).sum(-1).mean())}  # unit rows: dot = cosine
         if self.probe is not None:
             metrics = {"probe acc %": 100 * self.probe.accuracy(emb, self.labels), **metrics}
