@@ -29,6 +29,15 @@ def test_quantize_then_inspect(model_dir, tmp_path, capsys):
     assert "transformer.h.0.attn.c_attn" in printed
 
 
+def test_group_size_option(model_dir, tmp_path, capsys):
+    out = tmp_path / "g64"
+    assert main(["quantize", str(model_dir), "--scheme", "w4a16", "--group-size", "64", "-o", str(out)]) == 0
+    model, _ = load(out)
+    assert model.lowbit_scheme.name == "w4a16-g64" and model.lowbit_scheme.weights.group_size == 64
+    assert main(["quantize", str(model_dir), "--scheme", "w8a8-int8", "--group-size", "64", "-o", str(out)]) == 2
+    assert "applies to group-wise weights" in capsys.readouterr().err
+
+
 def test_inspect_presets(capsys):
     assert main(["inspect", "--presets"]) == 0
     assert "w4a8-fp" in capsys.readouterr().out

@@ -13,6 +13,9 @@ def register(sub) -> None:
     p.add_argument("--scheme", required=True, help="preset name (see `lowbit inspect --presets`) or a .yaml file")
     p.add_argument("--calib", default=None,
                    help="calibration data: .txt, .jsonl, a packaged corpus (wiki, lee, ptb, sst) or 'random'")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="replace the scheme's weight group size (e.g. 64 for SmolLM2, whose hidden size 576 is "
+                        "not a multiple of the presets' 128)")
     p.add_argument("--n-samples", type=int, default=128, help="calibration sequences (default 128)")
     p.add_argument("--seq-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
     p.add_argument("-o", "--output", required=True, help="output checkpoint directory")
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from lowbit.export import linear_weight_bytes, save
     from lowbit.scheme import get_scheme
 
-    scheme = get_scheme(args.scheme)  # validate before loading anything heavy
+    scheme = _with_group_size(get_scheme(args.scheme), args.group_size)  # validated before loading anything heavy
     device = resolve_device(args.device)
     if Path(args.output).exists() and not args.force:
         raise CheckpointError(f"{args.output} exists; pass --force to overwrite it")
@@ -53,4 +56,22 @@ def _calibration(args: argparse.Namespace, model, tok):
     if tok is None:
         raise DataError(f"{args.model} has no tokenizer, so text calibration data cannot be tokenized; "
                         "add tokenizer files to the model directory or use --calib random")
-    return calibration_batches(load_texts(args.calib), tok, n_samples=args.n_samples, seq_len=args.seq_len)
+    # the calib split never overlaps the eval split that `lowbit eval` reads from the same source
+    return calibration_batches(load_texts(args.calib, split="calib"), tok, n_samples=args.n_samples,
+                               seq_len=args.seq_len)
+
+
+def _with_group_size(scheme, group_size: int | None):
+    """The scheme with its weight group size replaced (an explicit user choice; never applied silently)."""
+    import dataclasses
+
+    from lowbit.errors import SchemeError
+    from lowbit.scheme import QuantSpec
+
+    if group_size is None:
+        return scheme
+    if scheme.weights.granularity != "group":
+        raise SchemeError(f"--group-size applies to group-wise weights; {scheme.name} uses "
+                          f"{scheme.weights.granularity} scales")
+    weights = QuantSpec(**{**dataclasses.asdict(scheme.weights), "group_size": group_size})
+    return scheme.replace(name=f"{scheme.name}-g{group_size}", weights=weights)
