@@ -10,7 +10,7 @@ quantize cannot finish inside the FC1 epilogue without a grid-wide reduction: FC
 and `act_quant` (kernels/act_quant.py) quantizes the (M, 4H) result in one more pass. LayerNorm does see whole
 rows, so it quantizes its own output (the "LayerNorm -> quantize" producer of PAPERS.md §1).
 
-The GEMM main loop is the kernels engineer's (`qgemm._a_tile` / `_w_tile` / `_a_pair` / `_w_pair`); this file adds
+The GEMM main loop step is `qgemm.mma_step` (shared with the layer kernels); this file adds
 the epilogue. Rounding follows the un-fused model step by step: the GEMM result is rounded to the model dtype
 (QuantLinear's output), GELU runs on that rounded value, the residual add is rounded again (HF's fp16 add), and
 LayerNorm output is rounded before it is quantized, so fused == un-fused up to float32 summation order.
@@ -25,7 +25,7 @@ import triton.language as tl
 
 from lowbit.kernels import _tl, reference
 from lowbit.kernels.act_quant import FORMATS, _codes
-from lowbit.kernels.qgemm import Config, _a_pair, _a_tile, _w_pair, _w_tile, choose_config
+from lowbit.kernels.qgemm import Config, choose_config, mma_step
 
 
 # --- LayerNorm -> quantize --------------------------------------------------------------------------------------
@@ -153,39 +153,9 @@ def _gemm_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, aux_ptr, bias_ptr, res_ptr, out_p
         acc = tl.zeros((BM, BN), tl.float32)
     else:
         acc = tl.zeros((BM, BN), tl.int32)
-    PACKED_W: tl.constexpr = W_KIND == 3 or W_KIND == 4 or W_KIND == 5
     for ks in range(0, tl.cdiv(K, BK)):
-        k0 = ks * BK
-        if PACKED_W:
-            a_lo, a_hi = _a_pair(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
-            w_lo, w_hi = _w_pair(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP,
-                                 MMA_DT, BN, BK, EVEN_K)
-            if MODE == 1:
-                if IS_INT:
-                    part = tl.dot(a_lo, tl.trans(w_lo), out_dtype=tl.int32)
-                    part = tl.dot(a_hi, tl.trans(w_hi), part, out_dtype=tl.int32).to(tl.float32)
-                else:
-                    part = tl.dot(a_hi, tl.trans(w_hi), tl.dot(a_lo, tl.trans(w_lo)))
-                acc += part * tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)[None, :]
-            elif IS_INT:
-                acc = tl.dot(a_lo, tl.trans(w_lo), acc, out_dtype=tl.int32)
-                acc = tl.dot(a_hi, tl.trans(w_hi), acc, out_dtype=tl.int32)
-            else:
-                acc = tl.dot(a_hi, tl.trans(w_hi), tl.dot(a_lo, tl.trans(w_lo), acc))
-        else:
-            a = _a_tile(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
-            w = _w_tile(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP, MMA_DT,
-                        BN, BK, EVEN_K)
-            if MODE == 1:
-                if IS_INT:
-                    part = tl.dot(a, tl.trans(w), out_dtype=tl.int32).to(tl.float32)
-                else:
-                    part = tl.dot(a, tl.trans(w))
-                acc += part * tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)[None, :]
-            elif IS_INT:
-                acc = tl.dot(a, tl.trans(w), acc, out_dtype=tl.int32)
-            else:
-                acc = tl.dot(a, tl.trans(w), acc)
+        acc = mma_step(acc, a_ptr, w_ptr, aux_ptr, sw_ptr, rm, rn, ks * BK, K, stride_am, stride_wn, stride_auxn,
+                       stride_sn, A_KIND, W_KIND, MODE, GROUP, MMA_DT, IS_INT, BM, BN, BK, EVEN_K)
     y = acc.to(tl.float32) * tl.load(sa_ptr + rm)[:, None]
     if MODE != 1:
         y = y * tl.load(sw_ptr + rn)[None, :]

@@ -153,6 +153,47 @@ def _w_pair(w_ptr, aux_ptr, offs_n, k0, K, stride_wn, stride_auxn, A_KIND: tl.co
 
 
 @triton.jit
+def mma_step(acc, a_ptr, w_ptr, aux_ptr, sw_ptr, rm, rn, k0, K, stride_am, stride_wn, stride_auxn, stride_sn,
+             A_KIND: tl.constexpr, W_KIND: tl.constexpr, MODE: tl.constexpr, GROUP: tl.constexpr,
+             MMA_DT: tl.constexpr, IS_INT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+             EVEN_K: tl.constexpr):
+    """One BK step of the main loop (shared with lowbit.engine.fused): load and convert both operands, MMA, and
+    for MODE 1 scale the step's partial product by its group scale into the float32 accumulator."""
+    PACKED_W: tl.constexpr = W_KIND == 3 or W_KIND == 4 or W_KIND == 5
+    if PACKED_W:
+        a_lo, a_hi = _a_pair(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
+        w_lo, w_hi = _w_pair(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP,
+                             MMA_DT, BN, BK, EVEN_K)
+        if MODE == 1:
+            if IS_INT:
+                part = tl.dot(a_lo, tl.trans(w_lo), out_dtype=tl.int32)
+                part = tl.dot(a_hi, tl.trans(w_hi), part, out_dtype=tl.int32).to(tl.float32)
+            else:
+                part = tl.dot(a_hi, tl.trans(w_hi), tl.dot(a_lo, tl.trans(w_lo)))
+            acc += part * tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)[None, :]
+        elif IS_INT:
+            acc = tl.dot(a_lo, tl.trans(w_lo), acc, out_dtype=tl.int32)
+            acc = tl.dot(a_hi, tl.trans(w_hi), acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a_hi, tl.trans(w_hi), tl.dot(a_lo, tl.trans(w_lo), acc))
+    else:
+        a = _a_tile(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
+        w = _w_tile(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP, MMA_DT,
+                    BN, BK, EVEN_K)
+        if MODE == 1:
+            if IS_INT:
+                part = tl.dot(a, tl.trans(w), out_dtype=tl.int32).to(tl.float32)
+            else:
+                part = tl.dot(a, tl.trans(w))
+            acc += part * tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)[None, :]
+        elif IS_INT:
+            acc = tl.dot(a, tl.trans(w), acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, tl.trans(w), acc)
+    return acc
+
+
+@triton.jit
 def _qgemm_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, aux_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
                   M, N, K, stride_am, stride_wn, stride_sn, stride_auxn, stride_om,
                   A_KIND: tl.constexpr, W_KIND: tl.constexpr, MODE: tl.constexpr, GROUP: tl.constexpr,
@@ -191,41 +232,9 @@ def _qgemm_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, aux_ptr, bias_ptr, out_ptr, ws_p
     per = tl.cdiv(k_steps, SPLIT_K)
     k_lo = pid_k * per
     k_hi = tl.minimum(k_lo + per, k_steps)
-    PACKED_W: tl.constexpr = W_KIND == 3 or W_KIND == 4 or W_KIND == 5
     for ks in range(k_lo, k_hi):
-        k0 = ks * BK
-        if PACKED_W:
-            a_lo, a_hi = _a_pair(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
-            w_lo, w_hi = _w_pair(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP,
-                                 MMA_DT, BN, BK, EVEN_K)
-            if MODE == 1:
-                if IS_INT:
-                    part = tl.dot(a_lo, tl.trans(w_lo), out_dtype=tl.int32)
-                    part = tl.dot(a_hi, tl.trans(w_hi), part, out_dtype=tl.int32).to(tl.float32)
-                else:
-                    part = tl.dot(a_hi, tl.trans(w_hi), tl.dot(a_lo, tl.trans(w_lo)))
-                sg = tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)
-                acc += part * sg[None, :]
-            elif IS_INT:
-                acc = tl.dot(a_lo, tl.trans(w_lo), acc, out_dtype=tl.int32)
-                acc = tl.dot(a_hi, tl.trans(w_hi), acc, out_dtype=tl.int32)
-            else:
-                acc = tl.dot(a_hi, tl.trans(w_hi), tl.dot(a_lo, tl.trans(w_lo), acc))
-        else:
-            a = _a_tile(a_ptr, rm, k0, K, stride_am, A_KIND, BM, BK, EVEN_K)
-            w = _w_tile(w_ptr, aux_ptr, rn, k0, K, stride_wn, stride_auxn, A_KIND, W_KIND, MODE, GROUP, MMA_DT,
-                        BN, BK, EVEN_K)
-            if MODE == 1:
-                if IS_INT:
-                    part = tl.dot(a, tl.trans(w), out_dtype=tl.int32).to(tl.float32)
-                else:
-                    part = tl.dot(a, tl.trans(w))
-                sg = tl.load(sw_ptr + rn * stride_sn + k0 // GROUP).to(tl.float32)
-                acc += part * sg[None, :]
-            elif IS_INT:
-                acc = tl.dot(a, tl.trans(w), acc, out_dtype=tl.int32)
-            else:
-                acc = tl.dot(a, tl.trans(w), acc)
+        acc = mma_step(acc, a_ptr, w_ptr, aux_ptr, sw_ptr, rm, rn, ks * BK, K, stride_am, stride_wn, stride_auxn,
+                       stride_sn, A_KIND, W_KIND, MODE, GROUP, MMA_DT, IS_INT, BM, BN, BK, EVEN_K)
     accf = acc.to(tl.float32)
 
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
