@@ -41,7 +41,8 @@ def test_plan_is_applied_and_saved_in_the_checkpoint(tmp_path):
     with torch.no_grad():
         ref = m(input_ids=ids).last_hidden_state
     loss = lambda mod: (mod(input_ids=ids).last_hidden_state - ref).pow(2).mean()
-    res = plan_mixed(m, ["w4a16", "w8a8-int8"], {"size": 0.5}, loss, n_probes=2, tie_qkv=True)
+    res = plan_mixed(m, ["w4a16", get_scheme("w8a8-int8")], {"size": 0.5}, loss, n_probes=2, tie_qkv=True)
+    assert res.scheme.name.startswith("mixed[w4a16|w8a8-int8; size=0.5")  # Scheme objects as well as names
     assert res.solution.costs["size"] <= res.limits["size"]
     assert 0 < sum(res.solution.choice) < len(res.names)  # a real mix
     for g in res.ties:

@@ -94,4 +94,4 @@ def plan_mixed(model: nn.Module, formats: list[str | Scheme], budgets: dict[str,
     sol = solve(omega, costs, limits, ties)
     tag = ",".join(f"{k}={v}" for k, v in budgets.items())
     return MixedResult(names, schemes, traces, omega, costs, limits, sol,
-                       to_scheme(names, schemes, sol.choice, f"mixed[{'|'.join(formats)}; {tag}]"), ties)
+                       to_scheme(names, schemes, sol.choice, f"mixed[{'|'.join(s.name for s in schemes)}; {tag}]"), ties)
