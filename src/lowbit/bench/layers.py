@@ -155,6 +155,17 @@ def _bnb(kind):
     return build
 
 
+def _asym_int4_g128(weight: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gemlite's input format: uint4 codes (N, K) with per-128-group scales and zero points (N, K/128) in dt."""
+    n, k = weight.shape
+    w = weight.float().reshape(n, k // 128, 128)
+    lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+    s = ((hi - lo) / 15).clamp(min=1e-8)
+    z = torch.round(-lo / s)
+    wq = torch.clamp(torch.round(w / s + z), 0, 15).to(torch.uint8).reshape(n, k)
+    return wq, s.reshape(n, -1).to(dt), z.reshape(n, -1).to(dt)
+
+
 def _gemlite(kind):
     def build(m, n, k, dev, copies):
         import gemlite
@@ -164,21 +175,11 @@ def _gemlite(kind):
         for _ in range(copies):
             lin = _linear(n, k, dev, dt)
             if kind == "a16w4":
-                w = lin.weight.data.float().reshape(n, k // 128, 128)
-                lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-                s = ((hi - lo) / 15).clamp(min=1e-8)
-                z = torch.round(-lo / s)
-                wq = torch.clamp(torch.round(w / s + z), 0, 15).to(torch.uint8).reshape(n, k)
-                mods.append(gemlite.A16Wn(device=dev, dtype=dt).from_weights(
-                    wq, s.reshape(n, -1).to(dt), z.reshape(n, -1).to(dt), 4, 128))
+                wq, sc, z = _asym_int4_g128(lin.weight.data, dt)
+                mods.append(gemlite.A16Wn(device=dev, dtype=dt).from_weights(wq, sc, z, 4, 128))
             elif kind == "a8w4":
-                w = lin.weight.data.float().reshape(n, k // 128, 128)
-                lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-                s = ((hi - lo) / 15).clamp(min=1e-8)
-                z = torch.round(-lo / s)
-                wq = torch.clamp(torch.round(w / s + z), 0, 15).to(torch.uint8).reshape(n, k)
-                mods.append(gemlite.A8Wn_HQQ_INT_dynamic(device=dev, dtype=dt, W_nbits=4).from_weights(
-                    wq, s.reshape(n, -1).to(dt), z.reshape(n, -1).to(dt)))
+                wq, sc, z = _asym_int4_g128(lin.weight.data, dt)
+                mods.append(gemlite.A8Wn_HQQ_INT_dynamic(device=dev, dtype=dt, W_nbits=4).from_weights(wq, sc, z))
             elif kind == "a8w8-fp8":
                 mods.append(gemlite.A8W8_fp8_dynamic(device=dev, dtype=dt).from_linear(lin))
             else:

@@ -3,7 +3,6 @@ training with distillation, optional pruning / layer reduction, then a packed ch
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from lowbit.errors import CheckpointError, DataError, ModelError
@@ -48,6 +47,7 @@ def load_labelled_source(source: str) -> tuple[list[str], list[int]]:
         DataError: a missing file, a bad line (named by number), or an unknown source.
     """
     from lowbit.data import load_labelled
+    from lowbit.data.texts import read_jsonl_records
 
     if source == "sst" or source.startswith("sst:"):
         return load_labelled("sst", source.partition(":")[2] or "all")
@@ -56,18 +56,8 @@ def load_labelled_source(source: str) -> tuple[list[str], list[int]]:
         raise DataError(f"labelled data {source!r}: give a .jsonl file of {{\"text\", \"label\"}} or sst[:split]")
     if not path.is_file():
         raise DataError(f"labelled data file {path} does not exist")
-    texts, labels = [], []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from e
-        if not (isinstance(rec, dict) and isinstance(rec.get("text"), str) and type(rec.get("label")) is int):
-            raise DataError(f"{path}:{i}: expected {{\"text\": string, \"label\": integer}}")
-        texts.append(rec["text"])
-        labels.append(rec["label"])
+    records = read_jsonl_records(path, {"text": str, "label": int})
+    texts, labels = [r["text"] for r in records], [r["label"] for r in records]
     if not texts:
         raise DataError(f"{path} holds no examples")
     return texts, labels

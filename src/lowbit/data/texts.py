@@ -43,13 +43,14 @@ def read_txt(path: Path) -> list[str]:
     return [doc.strip() for doc in docs if doc.strip()]
 
 
-def read_jsonl(path: Path) -> list[str]:
-    """The ``text`` field of each non-empty line of a JSON-lines file.
+def read_jsonl_records(path: Path, fields: dict[str, type]) -> list[dict]:
+    """The objects on the non-empty lines of a JSON-lines file, each checked to hold `fields` (name -> type;
+    bool is not accepted where int is asked for).
 
     Raises:
-        DataError: a line that is not JSON, not an object, or has no string ``text`` field (named by number).
+        DataError: a line that is not JSON, not an object, or lacks a field of the right type (named by number).
     """
-    docs = []
+    records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -57,10 +58,21 @@ def read_jsonl(path: Path) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataError(f"{path}:{number}: expected an object with a string field 'text'")
-        docs.append(record["text"])
-    return docs
+        if not isinstance(record, dict) or not all(_has(record, k, t) for k, t in fields.items()):
+            want = " and ".join(f"field {k!r} ({t.__name__})" for k, t in fields.items())
+            raise DataError(f"{path}:{number}: expected an object with {want}")
+        records.append(record)
+    return records
+
+
+def _has(record: dict, key: str, typ: type) -> bool:
+    value = record.get(key)
+    return isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+
+
+def read_jsonl(path: Path) -> list[str]:
+    """The ``text`` field of each non-empty line of a JSON-lines file (see `read_jsonl_records`)."""
+    return [r["text"] for r in read_jsonl_records(path, {"text": str})]
 
 
 def _read_source(source: str | Path) -> list[str]:
