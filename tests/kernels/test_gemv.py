@@ -21,16 +21,24 @@ def _case(dev, m, n, k, wname, bias=True):
     return qt, kind, b, x
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 37, 192), (3, 72, 320), (16, 16, 64)])
+# (M, N, K) with (BN, BK8, warps, stages, split): K tails (320 = 2.5 steps of 16 words), one step, split-K with
+# a ragged last share and with more programs than steps
+CASES = [((1, 37, 192), (8, 8, 2, 2, 1)), ((3, 72, 320), (16, 16, 2, 2, 1)), ((1, 40, 320), (8, 8, 2, 2, 3)),
+         ((16, 16, 64), (16, 4, 1, 1, 4)), ((2, 24, 128), (8, 8, 1, 1, 4))]
+
+
+@pytest.mark.parametrize("shape,cfg", CASES)
 @pytest.mark.parametrize("wname", sorted(W))
-@pytest.mark.parametrize("gps", [1, 2])
-def test_gemv_w4a16_matches_reference(dev, m, n, k, wname, gps):
+def test_gemv_w4a16_matches_reference(dev, shape, cfg, wname):
+    m, n, k = shape
     qt, kind, b, x = _case(dev, m, n, k, wname)
     dt = torch.float16  # bf16 is unreliable under the interpreter; the GPU tests cover it
     xd = x.to(dt).to(dev)
     out = torch.full((m, n), float("nan"), dtype=dt, device=dev)  # poisoned: every element must be written
+    cnt = torch.zeros(16, dtype=torch.int32, device=dev)
     y = gemv_w4(xd, None, _tl.A16, qt.codes.to(dev), qt.scale.to(dev), None if qt.zero is None else qt.zero.to(dev),
-                b.to(dt).to(dev), kind, 64, n, k, dt, config=(8, gps, 2, 2), out=out)
+                b.to(dt).to(dev), kind, 64, n, k, dt, config=cfg, out=out, counters=cnt)
+    assert not cnt.any(), "split-K counters must be left at zero for the next call"
     ref = reference.qgemm(xd.cpu(), None, None, qt, b.to(dt), torch.float32)
     # fp32 accumulation in another order, one rounding to fp16 at the end: |err| <= 2^-10 |y| + 1e-3 * scale
     torch.testing.assert_close(y.float().cpu(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
@@ -44,6 +52,24 @@ def test_gemv_on_quantized_activations_matches_reference(dev, afmt, akind, wname
     a, sa = reference.quantize_act(x, afmt)
     y = gemv_w4(a.to(dev), sa.to(dev), akind, qt.codes.to(dev), qt.scale.to(dev), None, b.to(dev), kind, 64, n, k,
                 torch.float32)
+    ref = reference.qgemm(a, sa, afmt, qt, b, torch.float32)
+    torch.testing.assert_close(y.cpu(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("afmt,akind", [("int8", _tl.INT8), ("fp8_e4m3", _tl.FP8)])
+@pytest.mark.parametrize("wname", ["int4", "fp4-m2", "uint4"])
+@pytest.mark.parametrize("static", [False, True])
+def test_gemv_quantizes_activations_in_kernel_like_act_quant(dev, afmt, akind, wname, static):
+    """W4A8 decode: float x quantized per token inside the GEMV gives the result of act_quant's codes."""
+    m, n, k = 3, 45, 320
+    qt, kind, b, x = _case(dev, m, n, k, wname)
+    x[1] = 0.0  # an all-zero token takes scale 1, as in act_quant
+    x[2, 5] = 300.0  # an outlier: most codes of that token round to zero or to subnormals
+    st = torch.tensor([0.05]) if static else None
+    a, sa = reference.quantize_act(x, afmt, static_scale=st)
+    y = gemv_w4(x.to(dev), None, _tl.A16, qt.codes.to(dev), qt.scale.to(dev),
+                None if qt.zero is None else qt.zero.to(dev), b.to(dev), kind, 64, n, k, torch.float32,
+                config=(16, 8, 2, 2, 1), quantize=akind, static_scale=None if st is None else st.to(dev))
     ref = reference.qgemm(a, sa, afmt, qt, b, torch.float32)
     torch.testing.assert_close(y.cpu(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
@@ -62,9 +88,16 @@ def test_gemv_rejects_large_m(dev):
         gemv_w4(torch.randn(17, 64), None, _tl.A16, qt.codes, qt.scale, None, None, kind, 64, 8, 64, torch.float32)
 
 
-def test_gemv_is_used_where_it_was_measured_faster():
-    from lowbit.kernels.gemv import use_gemv
-    assert use_gemv(1, 11008) and not use_gemv(1, 4096) and not use_gemv(4, 11008)
+def test_gemv_rejects_unaligned_weights(dev):
+    qt, kind, _, _ = _case(dev, 0, 8, 64, "int4")
+    with pytest.raises(ValueError, match="packed uint8"):
+        gemv_w4(torch.randn(1, 64), None, _tl.A16, qt.codes[:, :31], qt.scale, None, None, kind, 64, 8, 64,
+                torch.float32)
+
+
+def test_gemv_is_used_at_the_measured_token_counts():
+    from lowbit.kernels.gemv import GEMV_TOKENS, use_gemv
+    assert use_gemv(1, 4096) and use_gemv(GEMV_TOKENS, 11008) and not use_gemv(GEMV_TOKENS + 1, 11008)
 
 
 @pytest.mark.parametrize("preset,tokens,n", [("w4a16", 1, 40), ("w4a8-int", 1, 40), ("w4a8-fp", 1, 40),

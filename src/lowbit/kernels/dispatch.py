@@ -142,13 +142,11 @@ def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | 
         return None
     m = x2.shape[0]
     if use_gemv(m, module.out_features) and p.a_kind in A_CODES:
-        if p.a_fmt is None:
-            a, sa = x2, None
-        else:
-            static = module.act_scale if module.act_spec.granularity == "tensor" else None
-            a, sa = torch.ops.lowbit.act_quant(x2, None, static, p.a_fmt)
-        return torch.ops.lowbit.gemv_w4(a, sa, module.qweight, module.scale, module.zero, module.bias, p.a_kind,
-                                        p.w_kind, p.group, module.out_features, module.in_features, x2.dtype)
+        # W4A8 decode: the GEMV quantizes the token itself (same codes as act_quant, one launch fewer)
+        static = module.act_scale if p.a_fmt is not None and module.act_spec.granularity == "tensor" else None
+        return torch.ops.lowbit.gemv_w4(x2, module.qweight, module.scale, module.zero, module.bias, module._lb_cnt,
+                                        static, p.a_kind, p.w_kind, p.group, module.out_features,
+                                        module.in_features, x2.dtype)
     if p.a_kind == _tl.A16 and m >= DEQUANT_M:
         w = torch.ops.lowbit.dequant_w4(module.qweight, module.scale, module.zero, p.w_kind, p.group,
                                         module.in_features, x2.dtype)
@@ -184,16 +182,19 @@ def _(a, a_scale, w, w_scale, aux, bias, counters, a_kind, w_kind, mode, group, 
     return a.new_empty((a.shape[0], n), dtype=out_dtype)
 
 
+# The split-K counters are scratch left at zero by every call (as for qgemm), so the op is declared pure.
 @torch.library.custom_op("lowbit::gemv_w4", mutates_args=())
-def _gemv_w4_op(a: torch.Tensor, a_scale: torch.Tensor | None, w: torch.Tensor, w_scale: torch.Tensor,
-                zero: torch.Tensor | None, bias: torch.Tensor | None, a_kind: int, w_kind: int, group: int, n: int,
-                k: int, out_dtype: torch.dtype) -> torch.Tensor:
-    return gemv_w4(a, a_scale, a_kind, w, w_scale, zero, bias, w_kind, group, n, k, out_dtype)
+def _gemv_w4_op(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, zero: torch.Tensor | None,
+                bias: torch.Tensor | None, counters: torch.Tensor | None, static_scale: torch.Tensor | None,
+                a_kind: int, w_kind: int, group: int, n: int, k: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """Float activations x; a_kind INT8/FP8 quantizes them per token (or by static_scale) inside the GEMV."""
+    return gemv_w4(x, None, _tl.A16, w, w_scale, zero, bias, w_kind, group, n, k, out_dtype, counters=counters,
+                   quantize=a_kind, static_scale=static_scale)
 
 
 @_gemv_w4_op.register_fake
-def _(a, a_scale, w, w_scale, zero, bias, a_kind, w_kind, group, n, k, out_dtype):
-    return a.new_empty((a.shape[0], n), dtype=out_dtype)
+def _(x, w, w_scale, zero, bias, counters, static_scale, a_kind, w_kind, group, n, k, out_dtype):
+    return x.new_empty((x.shape[0], n), dtype=out_dtype)
 
 
 @torch.library.custom_op("lowbit::dequant_w4", mutates_args=())

@@ -19,19 +19,212 @@ import torch
 import triton
 import triton.language as tl
 
+from lowbit.kernels import _tl
 from lowbit.kernels._tl import A16, FP4, FP8, INT4, INT8, UINT4
 
 GEMV_MAX_M = 16
 # Weight-only layers from this many tokens on: dequantize once + cuBLAS. H100 (BENCHMARKS.md, tune_gemv.py):
 # 108 vs 273 us at M = 2048, 4096x4096 against decoding nibbles in every tensor-core tile.
 DEQUANT_M = 64
+GEMV_TOKENS = 1  # the GEMV runs up to this many tokens; qgemm's split-K tensor-core tiles above (tune_gemv.py)
 
 
 def use_gemv(m: int, n: int) -> bool:
-    """Where the GEMV beat the split-K tensor-core path on the H100 (tune_gemv.py, one run): M = 1 with
-    N >= 8192 (11008x4096: W4A16 31.7 vs 35.7 us, W4A8-INT 34.2 vs 48.5 us). It lost at N = 4096 (16.9 vs 15.8 us;
-    45.7 vs 34.6 us at K = 11008) and at M = 4, so everything else stays on qgemm."""
-    return m == 1 and n >= 8192
+    """Tokens for which the CUDA-core GEMV runs instead of the split-K tensor-core path (H100, tune_gemv.py)."""
+    return 1 <= m <= GEMV_TOKENS
+
+
+@triton.jit
+def _nib_val(q, off, W_KIND: tl.constexpr):
+    """Nibbles q (int32, 0..15, upper bits zero) -> float32 values, 3-4 integer/float ops per element.
+
+    int4 / uint4: (q [^ 8] | 0x4B000000) read as float32 is exactly 2^23 + q' (q' = q + 8 for two's complement
+    codes), so subtracting `off` (2^23 + 8, or 2^23 + zero point) gives the value without an int->float convert.
+    fp4 e2m1: the 3 magnitude bits placed at bit 9 of a float16 (sign at bit 15) read as float16 are the value
+    times 2^-14, e2m1's subnormal (m / 2) included; the caller folds 2^14 into the group scale.
+    """
+    if W_KIND == 4:
+        h = (((q & 7) << 9) | ((q & 8) << 12)).to(tl.int16)
+        return h.to(tl.float16, bitcast=True).to(tl.float32)
+    elif W_KIND == 3:
+        return ((q ^ 0x4B000008).to(tl.float32, bitcast=True)) - off
+    else:
+        return ((q | 0x4B000000).to(tl.float32, bitcast=True)) - off
+
+
+@triton.jit
+def _aq_values(v, AQ: tl.constexpr):
+    """Float32 values of per-token codes of v (already divided by the token scale): int8 or fp8 e4m3, rounded as
+    act_quant.py rounds them, so the fused GEMV sees the same activations as the act_quant kernel writes."""
+    if AQ == 1:
+        return tl.minimum(tl.maximum(_tl.rne(v), -128.0), 127.0)
+    else:
+        c = _tl.fp_code(v, 3, -6, 7, 448.0, 8)
+        return c.to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _gemv_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, SPLIT,
+                 stride_xm, stride_wn, stride_sn, stride_zn, stride_om,
+                 A_KIND: tl.constexpr, AQ: tl.constexpr, AQ_MAX: tl.constexpr, STATIC: tl.constexpr,
+                 W_KIND: tl.constexpr, GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                 BK8: tl.constexpr, HAS_SX: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr):
+    """y[m, n] = sum_k x[m, k] w[n, k] over one program's BN rows and its share of K (split-K: SPLIT programs
+    per row block; the last one to finish, found by an atomic counter, reduces the partials and runs the
+    epilogue, then resets the counter, so no memset and no host sync).
+
+    w_ptr is the packed weight viewed as int32 words (8 nibbles, element 8j + t at bits 4t..4t+3). Products
+    are accumulated element-wise in a (BM, BN, BK8) float32 tile (one scale multiply per word, one reduction at
+    the end), so the loop is loads, shifts and FMAs: the cost is the weight bytes.
+    """
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    rn = (offs_n % N).to(tl.int64)  # wrapped rows keep loads in bounds; they are not stored
+    offs_m = tl.arange(0, BM)
+    rm = (offs_m % M).to(tl.int64)
+    K8 = K // 8
+    steps = tl.cdiv(K8, BK8)
+    per = tl.cdiv(steps, SPLIT)
+    s_lo = pid_k * per
+    s_hi = tl.minimum(s_lo + per, steps)
+    j = tl.arange(0, BK8)
+    x_rows = x_ptr + rm[:, None] * stride_xm  # (BM, 1)
+    if AQ != 0:  # per-token scale of the float activations, computed by every program (x is a few KB)
+        if STATIC:
+            sq = tl.zeros((BM,), tl.float32) + tl.load(sx_ptr).to(tl.float32)
+        else:
+            amax = tl.zeros((BM, 8 * BK8), tl.float32)
+            for k0 in range(0, K, 8 * BK8):
+                kk = k0 + tl.arange(0, 8 * BK8)
+                xa = tl.load(x_rows + kk[None, :], mask=kk[None, :] < K, other=0.0).to(tl.float32)
+                amax = tl.maximum(amax, tl.abs(xa))
+            sq = tl.math.div_rn(tl.max(amax, 1), AQ_MAX)
+            sq = tl.where(sq > 1e-12, sq, 1.0)  # an all-zero token: scale 1, as act_quant
+    w_rows = w_ptr + rn[:, None] * stride_wn  # (BN, 1) int32 words
+    acc = tl.zeros((BM, BN, BK8), tl.float32)
+    for s in range(s_lo, s_hi):
+        c8 = s * BK8 + j  # word columns
+        g = (c8 * 8) // GROUP
+        if EVEN_K:
+            wv = tl.load(w_rows + c8[None, :])
+            sc = tl.load(sw_ptr + rn[:, None] * stride_sn + g[None, :]).to(tl.float32)
+        else:
+            wv = tl.load(w_rows + c8[None, :], mask=c8[None, :] < K8, other=0)
+            sc = tl.load(sw_ptr + rn[:, None] * stride_sn + g[None, :], mask=c8[None, :] < K8,
+                         other=0.0).to(tl.float32)
+        if W_KIND == 5:
+            if EVEN_K:
+                zz = tl.load(z_ptr + rn[:, None] * stride_zn + g[None, :])
+            else:
+                zz = tl.load(z_ptr + rn[:, None] * stride_zn + g[None, :], mask=c8[None, :] < K8, other=0)
+            off = zz.to(tl.float32) + 8388608.0
+        elif W_KIND == 3:
+            off = 8388616.0
+        else:
+            off = 8388608.0
+        part = tl.zeros((BM, BN, BK8), tl.float32)
+        for t in tl.static_range(8):
+            v = _nib_val((wv >> (4 * t)) & 0xF, off, W_KIND)  # (BN, BK8)
+            kx = c8 * 8 + t
+            if EVEN_K:
+                xt = tl.load(x_rows + kx[None, :])
+            else:
+                xt = tl.load(x_rows + kx[None, :], mask=kx[None, :] < K, other=0.0)
+            if A_KIND == 2:
+                xt = xt.to(tl.float8e4nv, bitcast=True)
+            xt = xt.to(tl.float32)
+            if AQ != 0:
+                xt = _aq_values(tl.math.div_rn(xt, sq[:, None]), AQ)
+            part += xt[:, None, :] * v[None, :, :]
+        acc += part * sc[None, :, :]
+    y = tl.sum(acc, axis=2)  # (BM, BN)
+    if W_KIND == 4:
+        y = y * 16384.0  # _nib_val returns fp4 values times 2^-14
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    if SPLIT > 1:
+        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(wsp + pid_k * M * N, y, mask=mask)
+        tl.debug_barrier()  # every thread's partial is stored before the counter is bumped
+        tile = cnt_ptr + pid_n
+        last = tl.atomic_add(tile, 1, sem="acq_rel") == SPLIT - 1
+        if last:
+            y = tl.zeros((BM, BN), tl.float32)
+            for p in range(0, SPLIT):
+                y += tl.load(wsp + p * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(tile, 0)  # zero again for the next call
+    else:
+        last = pid_k == 0
+    if last:
+        if HAS_SX:
+            y = y * tl.load(sx_ptr + rm)[:, None]
+        if AQ != 0:
+            y = y * sq[:, None]
+        if HAS_BIAS:
+            y = y + tl.load(bias_ptr + rn).to(tl.float32)[None, :]
+        tl.store(out_ptr + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :],
+                 y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def gemv_config(n: int, k: int, m: int = 1) -> tuple[int, int, int, int, int]:
+    """(BN, BK8, num_warps, num_stages, split): picked by the H100 sweep (benchmarks/tune_gemv.py)."""
+    return (16, 64, 4, 3, 1) if n >= 8192 else (8, 64, 4, 3, 2)
+
+
+AQ_KINDS = {INT8: 127.0, FP8: 448.0}
+
+
+def gemv_w4(x: torch.Tensor, x_scale: torch.Tensor | None, a_kind: int, w: torch.Tensor, w_scale: torch.Tensor,
+            zero: torch.Tensor | None, bias: torch.Tensor | None, w_kind: int, group: int, n: int, k: int,
+            out_dtype: torch.dtype, config: tuple[int, int, int, int, int] | None = None,
+            out: torch.Tensor | None = None, counters: torch.Tensor | None = None, quantize: int = 0,
+            static_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """y = (x [* x_scale per row]) @ dequant(W).T + bias for M <= GEMV_MAX_M (16), on CUDA cores.
+
+    Args:
+        x: (M, K) float activations (a_kind A16), int8 codes (INT8) or fp8 e4m3 bit patterns as uint8 (FP8).
+        x_scale: (M,) float32 per-token scales of coded activations, None for A16.
+        w: (N, K/2) packed codes; w_scale: (N, K/group) group scales (bf16 as stored); zero: (N, K/group) uint8.
+        config: (BN, BK8, num_warps, num_stages, split) override (tuning scripts).
+        out: optional preallocated (M, N) output.
+        counters: int32 zeros, >= cdiv(N, BN) entries, needed to split K (left at zero after every call).
+        quantize: INT8 or FP8 to quantize float x per token inside the kernel (W4A8 decode: bit-identical to the
+            act_quant kernel's codes, without its launch); static_scale: a calibrated per-tensor scale instead.
+    """
+    m = x.shape[0]
+    if m > GEMV_MAX_M:
+        raise ValueError(f"gemv_w4 handles M <= {GEMV_MAX_M}, got {m}")
+    if k % group or group % 8:
+        raise ValueError(f"gemv_w4: group {group} must be a multiple of 8 and divide K={k}")
+    if w.shape != (n, k // 2) or w.dtype != torch.uint8 or w.stride(1) != 1 or w.stride(0) % 4:
+        raise ValueError(f"gemv_w4: expected packed uint8 weights ({n}, {k // 2}) with 4-byte aligned rows, got "
+                         f"{tuple(w.shape)} {w.dtype} strides {w.stride()}")
+    if quantize and (a_kind != A16 or quantize not in AQ_KINDS):
+        raise ValueError("gemv_w4: in-kernel quantization takes float activations and int8/fp8 codes")
+    if out is None:
+        out = torch.empty((m, n), dtype=out_dtype, device=x.device)
+    if m == 0:
+        return out
+    bn, bk8, warps, stages, split = config or gemv_config(n, k, m)
+    bk8 = min(bk8, triton.next_power_of_2(k // 8))
+    steps = triton.cdiv(k // 8, bk8)
+    split = max(1, min(split, steps))
+    if counters is None or counters.numel() < triton.cdiv(n, bn):
+        split = 1
+    bm = triton.next_power_of_2(m)
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
+    sx = static_scale if static_scale is not None else x_scale
+    dummy = w_scale
+    _gemv_kernel[(triton.cdiv(n, bn), split)](
+        x, sx if sx is not None else dummy, w.view(torch.int32), w_scale, zero if zero is not None else dummy,
+        bias if bias is not None else dummy, out, ws, counters if counters is not None else dummy, m, n, k, split,
+        x.stride(0), w.stride(0) // 4, w_scale.stride(0), zero.stride(0) if zero is not None else 0, out.stride(0),
+        A_KIND=a_kind, AQ=quantize, AQ_MAX=AQ_KINDS.get(quantize, 1.0), STATIC=static_scale is not None,
+        W_KIND=w_kind, GROUP=group, BM=bm, BN=bn, BK8=bk8, HAS_SX=x_scale is not None,
+        HAS_BIAS=bias is not None, EVEN_K=(k // 8) % bk8 == 0, num_warps=warps, num_stages=stages)
+    return out
 
 
 @triton.jit
@@ -47,96 +240,6 @@ def _w_val(n, W_KIND: tl.constexpr):
         return tl.where((n & 8) != 0, -v, v).to(tl.float32)
     else:
         return n.to(tl.float32)
-
-
-@triton.jit
-def _gemv_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, M, N, K,
-                 stride_xm, stride_wn, stride_sn, stride_zn, stride_om,
-                 A_KIND: tl.constexpr, W_KIND: tl.constexpr, GROUP: tl.constexpr, GPS: tl.constexpr,
-                 BM: tl.constexpr, BN: tl.constexpr, HAS_SX: tl.constexpr, HAS_BIAS: tl.constexpr):
-    HG: tl.constexpr = GROUP // 2  # packed bytes of one group
-    BKH: tl.constexpr = HG * GPS  # packed bytes per row per step
-    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
-    rn = (offs_n % N).to(tl.int64)  # wrapped: loads stay in bounds, extra rows are not stored
-    offs_m = tl.arange(0, BM)
-    rm = (offs_m % M).to(tl.int64)
-    jb = tl.arange(0, BKH)
-    jx = tl.arange(0, 2 * BKH)
-    jg = tl.arange(0, GPS)
-    n_groups = K // GROUP
-    acc = tl.zeros((BM, BN), tl.float32)
-    for g0 in range(0, n_groups, GPS):
-        gmask = (g0 + jg) < n_groups  # (GPS,)
-        kb = g0 * HG + jb
-        b = tl.load(w_ptr + rn[:, None] * stride_wn + kb[None, :], mask=kb[None, :] < K // 2, other=0)
-        b = b.to(tl.int32)  # (BN, BKH)
-        lo = _w_val(b & 0xF, W_KIND)
-        hi = _w_val((b >> 4) & 0xF, W_KIND)
-        kx = g0 * GROUP + jx
-        xx = tl.load(x_ptr + rm[:, None] * stride_xm + kx[None, :], mask=kx[None, :] < K, other=0)
-        if A_KIND == 2:
-            xx = xx.to(tl.float8e4nv, bitcast=True)
-        xe, xo = tl.split(tl.reshape(xx.to(tl.float32), (BM, BKH, 2)))  # columns 2j and 2j+1
-        prod = xe[:, None, :] * lo[None, :, :] + xo[:, None, :] * hi[None, :, :]  # (BM, BN, BKH)
-        part = tl.sum(tl.reshape(prod, (BM, BN, GPS, HG)), axis=3)  # (BM, BN, GPS) per-group dot products
-        s = tl.load(sw_ptr + rn[:, None] * stride_sn + (g0 + jg)[None, :], mask=gmask[None, :], other=0.0)
-        s = s.to(tl.float32)  # (BN, GPS)
-        if W_KIND == 4:
-            s = s * 0.5  # _w_val returns 2 * the fp4 value
-        if W_KIND == 5:  # asymmetric: sum_k x_k (q_k - z) = sum_k x_k q_k - z * sum_k x_k
-            z = tl.load(z_ptr + rn[:, None] * stride_zn + (g0 + jg)[None, :], mask=gmask[None, :], other=0)
-            xs = tl.sum(tl.reshape(xe + xo, (BM, GPS, HG)), axis=2)  # (BM, GPS)
-            part = part - z.to(tl.float32)[None, :, :] * xs[:, None, :]
-        acc += tl.sum(part * s[None, :, :], axis=2)
-    if HAS_SX:
-        acc = acc * tl.load(sx_ptr + rm)[:, None]
-    if HAS_BIAS:
-        acc = acc + tl.load(bias_ptr + rn).to(tl.float32)[None, :]
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    tl.store(out_ptr + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :],
-             acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-def gemv_config(n: int, k: int) -> tuple[int, int, int, int]:
-    """(BN, GPS, num_warps, num_stages): the best of the H100 sweep at M = 1 (benchmarks/tune_gemv.py)."""
-    return (8, 4, 1, 3) if n >= 8192 else (4, 4, 1, 3)
-
-
-def gemv_w4(x: torch.Tensor, x_scale: torch.Tensor | None, a_kind: int, w: torch.Tensor, w_scale: torch.Tensor,
-            zero: torch.Tensor | None, bias: torch.Tensor | None, w_kind: int, group: int, n: int, k: int,
-            out_dtype: torch.dtype, config: tuple[int, int, int, int] | None = None,
-            out: torch.Tensor | None = None) -> torch.Tensor:
-    """y = (x [* x_scale per row]) @ dequant(W).T + bias for M <= GEMV_MAX_M (16).
-
-    Args:
-        x: (M, K) float activations (a_kind A16), int8 codes (INT8) or fp8 e4m3 bit patterns as uint8 (FP8).
-        x_scale: (M,) float32 per-token scales of coded activations, None for A16.
-        w: (N, K/2) packed codes; w_scale: (N, K/group) group scales (bf16 as stored); zero: (N, K/group) uint8.
-        config: (BN, GPS, num_warps, num_stages) override (tuning scripts).
-        out: optional preallocated (M, N) output.
-    """
-    m = x.shape[0]
-    if m > GEMV_MAX_M:
-        raise ValueError(f"gemv_w4 handles M <= {GEMV_MAX_M}, got {m}")
-    if k % group or group % 2:
-        raise ValueError(f"gemv_w4: group {group} must be even and divide K={k}")
-    if out is None:
-        out = torch.empty((m, n), dtype=out_dtype, device=x.device)
-    if m == 0:
-        return out
-    bn, gps, warps, stages = config or gemv_config(n, k)
-    gps = min(gps, triton.next_power_of_2(k // group))
-    bm = triton.next_power_of_2(m)
-    if x.stride(1) != 1:
-        x = x.contiguous()
-    dummy = w_scale
-    _gemv_kernel[(triton.cdiv(n, bn),)](
-        x, x_scale if x_scale is not None else dummy, w, w_scale, zero if zero is not None else dummy,
-        bias if bias is not None else dummy, out, m, n, k, x.stride(0), w.stride(0), w_scale.stride(0),
-        zero.stride(0) if zero is not None else 0, out.stride(0), A_KIND=a_kind, W_KIND=w_kind, GROUP=group,
-        GPS=gps, BM=bm, BN=bn, HAS_SX=x_scale is not None, HAS_BIAS=bias is not None, num_warps=warps,
-        num_stages=stages)
-    return out
 
 
 @triton.jit
