@@ -112,7 +112,49 @@ def test_build_errors(built):
         uncal.calibrate([])
 
 
-@pytest.mark.parametrize("bad", [dict(softmax="exp"), dict(gelu="tanh"), dict(score_bits=2), dict(prob_bits=9)])
+@pytest.fixture(scope="module")
+def smoothed(built):
+    fp, _, args, calib = built
+    return IntBertModel(copy.deepcopy(fp), IntConfig(smooth="auto", score_bits=16)).calibrate(calib)
+
+
+def test_smoothed_graph_is_integer_only_bit_exact_and_accurate(built, smoothed):
+    fp, _, (ids, mask, tt), _ = built
+    h_int, _ = smoothed.integer_forward(INT, ids, mask, tt)
+    assert torch.equal(h_int, smoothed.integer_forward(SIM, ids, mask, tt)[0].long())
+    assert not check_integer_only(smoothed.integer_forward, INT, ids, mask, tt).violations
+    assert set(smoothed.smooth_alpha) == {f"layer{i}.{n}" for i in range(2) for n in ("q", "o", "fc1", "fc2")}
+    ref = fp(input_ids=ids, attention_mask=mask).last_hidden_state
+    cos = F.cosine_similarity(smoothed(ids, mask, tt).last_hidden_state, ref, dim=-1)[mask.bool()]
+    assert cos.min() > 0.98
+    x = smoothed.scales["layer0.x"]  # per input channel: S * t_k
+    assert x.shape == (128,) and (x > 0).all()
+
+
+def test_smoothing_needs_float_linears(built):
+    fp, _, _, calib = built
+    with pytest.raises(IntegerOnlyError, match="pass the float model"):
+        IntBertModel(im_source(fp, calib), IntConfig(smooth=0.5))
+
+
+def test_ablation_replaces_ops_in_the_simulation_only(built, smoothed):
+    _, _, args, _ = built
+    base = smoothed.integer_forward(SIM, *args)[0]
+    try:
+        for op in ("softmax", "gelu", "layernorm", "rq:x3"):
+            out = smoothed.ablate(op).integer_forward(SIM, *args)[0]
+            assert not torch.equal(out, base) and (out - base).abs().max() < 0.1 * base.abs().max(), op
+        with pytest.raises(IntegerOnlyError, match="replaced by float"):
+            smoothed(*args)
+        with pytest.raises(IntegerOnlyError, match="known ops"):
+            smoothed.ablate("exp")
+    finally:
+        smoothed.ablate()
+    assert torch.equal(smoothed.integer_forward(SIM, *args)[0], base)
+
+
+@pytest.mark.parametrize("bad", [dict(softmax="exp"), dict(gelu="tanh"), dict(score_bits=2), dict(prob_bits=9),
+                                 dict(smooth=1.5), dict(smooth="max")])
 def test_config_errors(bad):
     with pytest.raises(IntegerOnlyError):
         IntConfig(**bad)

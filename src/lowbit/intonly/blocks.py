@@ -35,6 +35,15 @@ from lowbit.scheme import QuantSpec, Scheme
 # 0.9827 vs 0.9802 with min-max; percentile 99.99 gave 0.9652.
 INTONLY_SCHEME = Scheme("w8a8-int8-static", QuantSpec("int8", "channel"), QuantSpec("int8", "tensor", observer="mse"))
 
+# Ops the float64 simulation can replace by float, one at a time, to find which integer op costs accuracy
+# (benchmarks/intonly_ablate.py). "rq:<point>" skips the rounding and clamping of one family of
+# requantization points (the value passes through at full precision); the others use the exact function.
+# migration strengths tried per linear input by IntConfig(smooth="auto"); None = no smoothing (t = 1)
+SMOOTH_GRID = (None, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+FLOAT_OPS = ("softmax", "gelu", "layernorm", "rq:x", "rq:x2", "rq:ctx", "rq:x3", "rq:qkv", "rq:scores",
+             "rq:gelu.in", "rq:res")
+
 
 @dataclass(frozen=True)
 class IntConfig:
@@ -48,6 +57,9 @@ class IntConfig:
         gelu_in_bits: FC1 output entering the GELU.
         residual_bits: residual stream and LayerNorm outputs (I-ViT QuantAct16).
         percentile: calibrated scales cover this percentile of |x| (100 = max).
+        smooth: SmoothQuant's migration strength alpha for the int8 linear inputs, folded into the integer
+            graph (see ``IntBertModel._smooth``); None keeps one per-tensor scale per input (I-BERT / I-ViT)
+            and takes weights and input scales from a lowbit-quantized model. Needs float linears.
     """
 
     softmax: str = "shift"
@@ -57,8 +69,12 @@ class IntConfig:
     gelu_in_bits: int = 16  # MiniLM embedding cosine 0.975 at 16 vs 0.960 at 8 (32 SST sentences)
     residual_bits: int = 16
     percentile: float = 100.0
+    smooth: float | str | None = None
 
     def __post_init__(self) -> None:
+        if not (self.smooth is None or self.smooth == "auto"
+                or (isinstance(self.smooth, (int, float)) and 0.0 <= self.smooth <= 1.0)):
+            raise IntegerOnlyError(f"IntConfig.smooth must be None, 'auto' or a number in [0, 1], got {self.smooth!r}")
         for k in ("softmax", "gelu"):
             if getattr(self, k) not in ("shift", "poly"):
                 raise IntegerOnlyError(f"IntConfig.{k} must be 'shift' or 'poly', got {getattr(self, k)!r}")
@@ -97,6 +113,18 @@ class IntLinear:
             raise IntegerOnlyError(f"{name}: the bias does not fit INT32 at scale S_x*S_w")
         return cls(q.qweight.to(torch.int8), s_w, s_x, bias)
 
+    @classmethod
+    def from_float(cls, name: str, w: torch.Tensor, b: torch.Tensor | None, in_scale: float) -> "IntLinear":
+        """int8 per-output-channel absmax codes of a float weight (N, K) for inputs of scale ``in_scale``."""
+        w = w.detach().double()
+        s_w = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        codes = torch.round(w / s_w[:, None]).clamp(-127, 127).to(torch.int8)
+        b = b.detach().double() if b is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        bias = torch.round(b / (in_scale * s_w)).to(torch.int64)
+        if bias.abs().max() >= 2**31:
+            raise IntegerOnlyError(f"{name}: the bias does not fit INT32 at scale S_x*S_w")
+        return cls(codes, s_w, float(in_scale), bias)
+
     def __post_init__(self) -> None:
         # build-time constants (computing them per call would put float ops in the checked graph)
         self.out_scale = self.in_scale * self.w_scale
@@ -126,17 +154,39 @@ class IntBertModel(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(1, dtype=torch.int64), requires_grad=False)
         self.ln = {"emb": (emb.LayerNorm.weight.detach(), emb.LayerNorm.bias.detach())}
         self.linears: dict[str, IntLinear] = {}
+        self.float_linears: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         for i, layer in enumerate(qmodel.encoder.layer):
             att, p = layer.attention, f"layer{i}."
             for n, mod in (("q", att.self.query), ("k", att.self.key), ("v", att.self.value),
                            ("o", att.output.dense), ("fc1", layer.intermediate.dense), ("fc2", layer.output.dense)):
-                self.linears[p + n] = IntLinear.from_quant(f"encoder.layer.{i}.{n}", mod)
+                self._add_linear(p + n, f"encoder.layer.{i}.{n}", mod)
             self.ln[p + "ln1"] = (att.output.LayerNorm.weight.detach(), att.output.LayerNorm.bias.detach())
             self.ln[p + "ln2"] = (layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach())
         self.layers = len(qmodel.encoder.layer)
         self.scales: dict[str, float] = {}  # calibrated output scales, by requantization point
         self.plan: dict[str, object] = {}  # integer constants built from the scales
         self.calibrating = False
+        self.float_ops: frozenset[str] = frozenset()
+        self.smooth_alpha: dict[str, float | None] = {}  # chosen migration strength by first linear name
+
+    def _add_linear(self, key: str, name: str, mod: nn.Module) -> None:
+        if self.config.smooth is None:
+            self.linears[key] = IntLinear.from_quant(name, mod)
+        elif type(mod) is nn.Linear:
+            self.float_linears[key] = (mod.weight.detach(), None if mod.bias is None else mod.bias.detach())
+        else:
+            raise IntegerOnlyError(f"{name} is {type(mod).__name__}: IntConfig.smooth builds the int8 weights "
+                                   "itself from float nn.Linear layers; pass the float model, or set smooth=None "
+                                   "to use a lowbit-quantized model's weights")
+
+    def ablate(self, *ops: str) -> "IntBertModel":
+        """Replace the named ops (see :data:`FLOAT_OPS`) by float in the ``SIM`` backend; an ablation tool,
+        not an inference mode (the ``INT`` backend refuses to run while any op is replaced)."""
+        bad = [o for o in ops if o not in FLOAT_OPS]
+        if bad:
+            raise IntegerOnlyError(f"cannot ablate {bad}; known ops: {', '.join(FLOAT_OPS)}")
+        self.float_ops = frozenset(ops)
+        return self
 
     # --- requantization points ----------------------------------------------------------------------------
     def _calibrate_scale(self, key: str, real: torch.Tensor, bits: int) -> None:
@@ -151,6 +201,8 @@ class IntBertModel(nn.Module):
             self._calibrate_scale(key, z * _t(in_scale, z), bits)
             self.plan[key] = dyadic(torch.as_tensor(in_scale, dtype=torch.float64) / self.scales[key],
                                     mantissa_bits(in_bits))
+        if self.float_ops and f"rq:{_rq_family(key)}" in self.float_ops:
+            return (z * _t(in_scale, z) + (0 if bias is None else bias * _t(in_scale, z))) / self.scales[key]
         lo, hi = qrange(bits)
         return torch.clamp(A.requant(z, self.plan[key], bias), lo, hi)
 
@@ -172,11 +224,14 @@ class IntBertModel(nn.Module):
             self.plan[key] = build()
         return self.plan[key]
 
-    def _layernorm(self, A, key: str, x: torch.Tensor, in_bits: int) -> tuple[torch.Tensor, float]:
+    def _layernorm(self, A, key: str, x: torch.Tensor, in_bits: int, s_x: float) -> tuple[torch.Tensor, float]:
         bits = self.config.residual_bits
+        gamma, beta = self.ln[key]
+        if "layernorm" in self.float_ops:
+            y = torch.nn.functional.layer_norm(x * s_x, (self.hidden,), gamma.double(), beta.double(), 1e-12)
+            return y / self.scales[key], self.scales[key]
         ln = LayerNormInt(self.hidden, in_bits)
         y = ln.core(A, x)
-        gamma, beta = self.ln[key]
         if key not in self.plan:
             self._calibrate_scale(key, y * ln.unit_scale * gamma.double() + beta.double(), bits)
             self.plan[key] = ln.affine(gamma, beta, self.scales[key], mantissa_bits(31))
@@ -195,9 +250,11 @@ class IntBertModel(nn.Module):
         for i in range(self.layers):
             p = f"layer{i}."
             a = self._attention(A, p, h, s_h, mask)
-            h, s_h = self._layernorm(A, p + "ln1", self._rq_sum(A, p + "res1", [a, (h, s_h, bits)], bits), bits)
+            r = self._rq_sum(A, p + "res1", [a, (h, s_h, bits)], bits)
+            h, s_h = self._layernorm(A, p + "ln1", r, bits, self.scales[p + "res1"])
             f = self._ffn(A, p, h, s_h)
-            h, s_h = self._layernorm(A, p + "ln2", self._rq_sum(A, p + "res2", [f, (h, s_h, bits)], bits), bits)
+            r = self._rq_sum(A, p + "res2", [f, (h, s_h, bits)], bits)
+            h, s_h = self._layernorm(A, p + "ln2", r, bits, self.scales[p + "res2"])
         return h, s_h
 
     def _embed(self, A, ids: torch.Tensor, types: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -217,50 +274,98 @@ class IntBertModel(nn.Module):
             m = self._op(f"emb.{k}", lambda s=s: dyadic(s / self.scales[key], mantissa_bits(8)))
             total = total + torch.clamp(A.requant(A.tensor(c), Dyadic(m.b[idx][..., None], m.c[idx][..., None])),
                                         lo, hi)
-        return self._layernorm(A, "emb", torch.clamp(total, lo, hi), bits)
+        return self._layernorm(A, "emb", torch.clamp(total, lo, hi), bits, self.scales[key])
 
-    def _linear_in(self, A, key: str, lin: IntLinear, h: torch.Tensor, s_h: float) -> torch.Tensor:
+    def _linear_in(self, A, key: str, names: tuple[str, ...], z: torch.Tensor, in_scale, in_bits: int
+                   ) -> torch.Tensor:
+        """Requantize z (real value z * in_scale) to the int8 input shared by the linears ``names``."""
         if key not in self.scales:
-            self.scales[key] = lin.in_scale  # from lowbit's calibration
-        return self._rq(A, key, h, s_h, self.config.residual_bits, 8)
+            if self.config.smooth is None:
+                self.scales[key] = self.linears[names[0]].in_scale  # from lowbit's calibration
+            elif not self.calibrating:
+                raise IntegerOnlyError(f"linear input {key!r} has no scale: calibrate the model first")
+            else:
+                self.scales[key] = self._smooth(names, z * _t(in_scale, z))
+        return self._rq(A, key, z, in_scale, in_bits, 8)
+
+    def _smooth(self, names: tuple[str, ...], real: torch.Tensor) -> torch.Tensor:
+        """SmoothQuant (Xiao et al. 2023, Eq. 4) inside the integer graph: per input channel k,
+        t_k = max|X_k|^a / max|W_k|^(1-a); the producer's dyadic requantization divides channel k by t_k
+        (a per-channel multiplier, still multiply-add-shift) and the weight columns are multiplied by t_k
+        before their int8 per-output-channel quantization. BERT cannot fold t into its post-LN LayerNorm
+        (the LN output also feeds the residual), but the integer graph requantizes the 16-bit residual
+        stream separately for each linear input, so the per-channel factor costs nothing at run time.
+        The per-tensor scale of X / t is the MSE-optimal clip (lowbit's observer). With smooth="auto" the
+        migration strength is searched per linear input over :data:`SMOOTH_GRID` (None = no smoothing) by the
+        squared error of the quantized GEMM output on the calibration tokens. Returns S * t, shape (K,)."""
+        from lowbit.methods.equalize import smoothquant_scales
+        from lowbit.quant.observers import choose_scale
+
+        x = real.detach().reshape(-1, real.shape[-1]).double()  # (tokens, K)
+        if x.shape[0] > 8192:  # enough tokens to rank the candidates; keeps calibration fast
+            x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:8192]]
+        ws = [self.float_linears[n] for n in names]
+        w = torch.cat([w.double() for w, _ in ws])  # (sum N, K)
+        alphas = SMOOTH_GRID if self.config.smooth == "auto" else (self.config.smooth,)
+        best = None
+        for a in alphas:
+            t = torch.ones(x.shape[1], dtype=torch.float64) if a is None else \
+                smoothquant_scales(x.abs().amax(0), w.abs().amax(0), a).double()
+            s = float(choose_scale((x / t).reshape(1, -1), QuantSpec("int8", "tensor", observer="mse"))[0])
+            err = float((_fake_int8(x / t, s) @ _fake_int8_rows(w * t).t() - x @ w.t()).pow(2).sum())
+            if best is None or err < best[0]:
+                best = (err, s, t, a)
+        _, s, t, self.smooth_alpha[names[0]] = best
+        for n, (w, b) in zip(names, ws):
+            self.linears[n] = IntLinear.from_float(n, w.double() * t, b, s)
+        return s * t
 
     def _attention(self, A, p: str, h: torch.Tensor, s_h: float, mask: torch.Tensor):
         b, t, _ = h.shape
         nh, d, c = self.heads, self.head_dim, self.config
         heads = {}
+        qkv = tuple(p + n for n in ("q", "k", "v"))
+        if c.smooth is None:  # one key per lowbit input scale (q, k, v calibrated apart may differ)
+            keys = {n: f"{p}x.{self.linears[n].in_scale!r}" for n in qkv}
+        else:  # one smoothing vector for the three (SmoothQuant: max over the weights that share X)
+            keys = dict.fromkeys(qkv, p + "x")
         x = {}
-        for n in ("q", "k", "v"):
-            lin = self.linears[p + n]
-            x_key = f"{p}x.{lin.in_scale!r}"
-            if x_key not in x:
-                x[x_key] = self._linear_in(A, x_key, lin, h, s_h)
-            z = self._rq(A, f"{p}{n}.out", lin(A, x[x_key]), lin.out_scale, lin.out_bits, 8)
-            heads[n] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
+        for n in qkv:
+            if keys[n] not in x:
+                x[keys[n]] = self._linear_in(A, keys[n], tuple(m for m in qkv if keys[m] == keys[n]), h, s_h,
+                                             self.config.residual_bits)
+            lin = self.linears[n]
+            z = self._rq(A, f"{n}.out", lin(A, x[keys[n]]), lin.out_scale, lin.out_bits, 8)
+            heads[n[len(p):]] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
         s_q, s_k, s_v = (self.scales[f"{p}{n}.out"] for n in ("q", "k", "v"))
         scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
         s8 = self._rq(A, p + "scores", scores, s_q * s_k / math.sqrt(d), bits_for(d * 2**14), c.score_bits)
         softmax = self._op(p + "softmax", lambda: IntSoftmax.build(self.scales[p + "scores"], c.softmax, c.prob_bits))
-        probs = softmax(A, s8, mask)  # (B, nh, T, T), scale 2^-prob_bits
+        if "softmax" in self.float_ops:
+            probs = torch.softmax((s8 * self.scales[p + "scores"]).masked_fill(mask == 0, -math.inf), -1)
+            probs = probs / softmax.out_scale
+        else:
+            probs = softmax(A, s8, mask)  # (B, nh, T, T), scale 2^-prob_bits
         ctx = A.matmul(probs, heads["v"]).transpose(1, 2).reshape(b, t, nh * d)  # INT32
         pv_bits = bits_for(self.cfg.max_position_embeddings * 2 ** (c.prob_bits + 7))
+        ctx8 = self._linear_in(A, p + "ctx", (p + "o",), ctx, softmax.out_scale * s_v, pv_bits)
         lin = self.linears[p + "o"]
-        if p + "ctx" not in self.scales:
-            self.scales[p + "ctx"] = lin.in_scale
-        ctx8 = self._rq(A, p + "ctx", ctx, softmax.out_scale * s_v, pv_bits, 8)
         return lin(A, ctx8), lin.out_scale, lin.out_bits
 
     def _ffn(self, A, p: str, h: torch.Tensor, s_h: float):
         c = self.config
-        fc1, fc2 = self.linears[p + "fc1"], self.linears[p + "fc2"]
-        x = self._linear_in(A, p + "x2", fc1, h, s_h)
+        x = self._linear_in(A, p + "x2", (p + "fc1",), h, s_h, c.residual_bits)
+        fc1 = self.linears[p + "fc1"]
         g_in = self._rq(A, p + "gelu.in", fc1(A, x), fc1.out_scale, fc1.out_bits, c.gelu_in_bits)
         s_g = self.scales[p + "gelu.in"]
         gelu = self._op(p + "gelu", lambda: ShiftGELU.build(s_g) if c.gelu == "shift" else IGELU.build(s_g))
-        g = gelu(A, g_in)
+        if "gelu" in self.float_ops:
+            g = torch.nn.functional.gelu(g_in * s_g) / gelu.out_scale
+        else:
+            g = gelu(A, g_in)
         g_bits = c.gelu_in_bits + 8 if c.gelu == "shift" else c.gelu_in_bits + bits_for(2 * abs(gelu.one) + 2**16)
-        if p + "x3" not in self.scales:
-            self.scales[p + "x3"] = fc2.in_scale
-        x3 = self._rq(A, p + "x3", g, gelu.out_scale, g_bits, 8)
+        x3 = self._linear_in(A, p + "x3", (p + "fc2",), g, gelu.out_scale, g_bits)
+        fc2 = self.linears[p + "fc2"]
         return fc2(A, x3), fc2.out_scale, fc2.out_bits
 
     # --- HF-compatible boundary -----------------------------------------------------------------------------
@@ -272,6 +377,9 @@ class IntBertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         A = INT if backend == "int" else SIM
+        if self.float_ops and A is INT:
+            raise IntegerOnlyError(f"ops {sorted(self.float_ops)} are replaced by float (ablate()); run with "
+                                   "backend='sim' or call ablate() with no ops")
         h, s_h = self.integer_forward(A, input_ids, attention_mask, token_type_ids)
         return BaseModelOutput(last_hidden_state=h.float() * s_h)
 
@@ -280,6 +388,7 @@ class IntBertModel(nn.Module):
         """Set every output scale with the float64 simulation over the calibration tokens (one padded batch)."""
         ids, mask, types = _stack_batches(batches)
         self.scales.clear()
+        self.smooth_alpha.clear()
         self.plan.clear()
         self.calibrating = True
         try:
@@ -287,6 +396,27 @@ class IntBertModel(nn.Module):
         finally:
             self.calibrating = False
         return self
+
+
+def _fake_int8(x: torch.Tensor, s: float) -> torch.Tensor:
+    return torch.round(x / s).clamp(-128, 127) * s
+
+
+def _fake_int8_rows(w: torch.Tensor) -> torch.Tensor:
+    s = (w.abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-12)
+    return torch.round(w / s).clamp(-127, 127) * s
+
+
+def _rq_family(key: str) -> str:
+    """The family of a requantization point: 'layer3.x.0.0123' -> 'x', 'layer0.q.out' -> 'qkv', 'layer1.res2.0' -> 'res'."""
+    name = key.split(".", 1)[1] if key.startswith("layer") else key
+    if name.startswith("x."):
+        return "x"
+    if name in ("q.out", "k.out", "v.out"):
+        return "qkv"
+    if name.startswith("res"):
+        return "res"
+    return name
 
 
 def _t(scale, like: torch.Tensor) -> torch.Tensor:
@@ -331,9 +461,9 @@ def build_int_bert(model: nn.Module, calib_batches, config: IntConfig = IntConfi
     """An integer-only encoder from a BERT-family model.
 
     Args:
-        model: a float BertModel (quantized here with :data:`INTONLY_SCHEME` on ``calib_batches``; the
-            model object is modified in place) or one lowbit already quantized with that scheme (e.g.
-            after QAT).
+        model: a float BertModel or one lowbit already quantized with ``scheme`` (e.g. after QAT). With
+            ``config.smooth = None`` a float model is quantized here with ``scheme`` on ``calib_batches``
+            (in place); with ``config.smooth`` set, the integer graph quantizes the float weights itself.
         calib_batches: list of dicts with input_ids / attention_mask / token_type_ids.
         config: bit widths and nonlinearity variants.
         scheme: the lowbit scheme for a float model (int8 per-channel weights, int8 per-tensor static inputs;
@@ -348,6 +478,6 @@ def build_int_bert(model: nn.Module, calib_batches, config: IntConfig = IntConfi
         raise IntegerOnlyError(f"{type(model).__name__}: integer-only blocks support BertModel encoders "
                                "(model_type 'bert'); got model_type "
                                f"{getattr(getattr(model, 'config', None), 'model_type', None)!r}")
-    if not any(isinstance(m, QuantLinear) for m in model.modules()):
+    if config.smooth is None and not any(isinstance(m, QuantLinear) for m in model.modules()):
         quantize(model, scheme, calib_batches, progress=progress)
     return IntBertModel(model, config).calibrate(calib_batches).eval()
