@@ -27,6 +27,12 @@ def register(sub) -> None:
     p.add_argument("--tokens", type=int, default=4096, help="GEMM M for BOPs / latency costs (default 4096)")
     p.add_argument("--latency-table", default=None, help="CSV from `lowbit bench layers` (else analytic roofline)")
     p.add_argument("--tie-qkv", action="store_true", help="q/k/v of a block share one format")
+    p.add_argument("--pareto", default="0,0.25,0.5,0.75,1",
+                   help="budget ratios of the Pareto frontier along the first budget (default 0,0.25,0.5,0.75,1)")
+    p.add_argument("--measure", action="store_true",
+                   help="quantize every frontier plan (and the uniform ones) and measure its loss on the "
+                        "calibration data, the distance to the full-precision output")
+    p.add_argument("--plot", default=None, help="save the frontier as a plot here (PNG; implies --measure)")
     p.add_argument("-o", "--output", default=None, help="save the model quantized with the plan here")
     p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     p.set_defaults(func=run)
@@ -64,11 +70,12 @@ def run(args: argparse.Namespace) -> int:
     from lowbit.data import calibration_batches, load_model, load_texts, random_token_batches
     from lowbit.errors import CheckpointError
     from lowbit.mixed.costs import load_latency_table
-    from lowbit.mixed.ilp import pareto
     from lowbit.mixed.plan import plan_mixed
+    from lowbit.mixed.frontier import parse_ratios
     from lowbit.scheme import get_scheme
 
     budgets = parse_budgets(args.budget)
+    ratios = parse_ratios(args.pareto)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     for f in formats:
         get_scheme(f)  # validate before loading the model
@@ -95,10 +102,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nplan: objective {res.solution.objective:.4g}; " +
           "; ".join(f"{k} {v:.4g} (limit {res.limits.get(k, float('nan')):.4g})" for k, v in res.solution.costs.items()))
     first = next(iter(budgets))
-    print(f"\nPareto frontier along {first}:\n| ratio | limit | Σ Ω | size B | bops | latency µs |\n|---|---|---|---|---|---|")
-    for r in pareto(res.omega, res.costs, first, ties=res.ties):
-        print(f"| {r['ratio']} | {r['limit']:.4g} | {r['objective']:.4g} | {r['size']:.4g} | {r['bops']:.4g} | "
-              f"{r['latency']:.4g} |")
+    _frontier(res, first, ratios, args.measure or bool(args.plot), args.plot, batches, model, loss_fn)
     if args.output:
         from lowbit.api import quantize
         from lowbit.export import save
@@ -107,6 +111,33 @@ def run(args: argparse.Namespace) -> int:
                                                    for s in res.schemes) else None)
         print(f"saved {save(model, args.output, tok)}")
     return 0
+
+
+def _frontier(res, cost: str, ratios, measure: bool, plot, batches, model, loss_fn) -> None:
+    """Print (and plot) the ILP frontier along `cost` next to the uniform plans."""
+    import copy
+
+    import torch
+
+    from lowbit.api import quantize
+    from lowbit.mixed.frontier import frontier, frontier_table, plot_frontier
+    from lowbit.mixed.plan import to_scheme
+
+    pts = frontier(res.omega, res.costs, cost, ratios, [s.name for s in res.schemes], res.ties)
+    metrics = []
+    if measure:
+        static = any(s.activations and not s.activations.dynamic for s in res.schemes)
+        for i, p in enumerate(pts):
+            q = quantize(copy.deepcopy(model), to_scheme(res.names, res.schemes, p.choice),
+                         batches if static else None, progress=False)
+            with torch.no_grad():
+                pts[i] = p.with_metrics({"loss": sum(float(loss_fn(q)) for _ in batches) / len(batches)})
+        metrics = ["loss"]
+    print(f"\nPareto frontier along {cost}" + (" (loss: mean squared distance to the full-precision output "
+                                                "on the calibration data)" if measure else "") + ":")
+    print(frontier_table(pts, metrics, ("size", "bops", "latency")))
+    if plot:
+        print(f"plot: {plot_frontier(pts, cost, 'loss', plot, higher_is_better=False)}")
 
 
 def _output(model, batch):
