@@ -33,9 +33,12 @@ def test_qat_kd_loss_falls_and_converted_equals_fake_quant(grad):
 
 
 def test_labels_only_training_learns_the_task():
+    # without a teacher a staged schedule has no intermediate stage: labels train every step (it used to switch
+    # every loss term off in the first stage and raise)
     student, data = tiny_classifier(), tiny_data(n=96)
     prepare(student, W8A8, "lsq")
-    r = train(student, data, TrainConfig(steps=25, batch_size=16, lr=3e-3, progress=False))
+    r = train(student, data, TrainConfig(steps=25, batch_size=16, lr=3e-3, schedule="two-stage", progress=False))
+    assert all(set(p) == {"label"} for p in r.parts)
     assert sum(r.losses[-5:]) / 5 < 0.8 * sum(r.losses[:5]) / 5
 
 

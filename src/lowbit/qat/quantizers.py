@@ -8,8 +8,10 @@ so a trained model converts to `QuantLinear` layers whose outputs equal the fake
   ``∂x̂/∂s = u − x/s`` inside the clip range and ``u`` (= −Q_n or Q_p) outside; the scale's gradient is
   multiplied by ``g = 1/sqrt(n·Q_p)``, n = elements sharing the scale (PAPERS.md §2).
 - ``mkq``: the slot for MKQ-BERT's scale gradient (arXiv 2203.13483). **Its formula could not be found**: the
-  search over stored pages, docs, code and issues (June 2026) returned only the abstract ("a novel way for
-  computing the gradient of the quantization scale"), and no code exists (PapersWithCode: "no code"). We
+  search over stored pages, docs, code and issues (June 2026, and again 2026-11-23: arXiv, PapersWithCode,
+  emergentmind, bzpeer and arxivlens pages, plus every stored file naming "MKQ-BERT", which only cite it)
+  returned only the abstract ("a novel way for computing the gradient of the quantization scale"), and no
+  code exists (PapersWithCode: "no code"). We
   implement the closest documented alternative to LSQ's rule: TQT's log-domain scale gradient (Jain et al.,
   "Trained quantization thresholds", MLSys 2020): the parameter is θ = log2 s, so
   ``∂x̂/∂θ = ln2 · s · ∂x̂/∂s`` with the same local ``∂x̂/∂s`` and no ``g`` (Adam normalises it). Updates are

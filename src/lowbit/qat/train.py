@@ -35,7 +35,8 @@ class TrainConfig:
         scale_lr: learning rate of learned quantization scales (no weight decay).
         weight_decay: AdamW decay of weight matrices (not biases, norms or scales).
         warmup: share of steps with linear warm-up.
-        schedule: distillation schedule, "joint" | "two-stage" | "layerwise" (lowbit.qat.distill).
+        schedule: distillation schedule, "joint" | "two-stage" | "layerwise" (lowbit.qat.distill); without a
+            teacher every schedule trains on the labels at every step.
         stage1: share of steps in the intermediate-layer stage (two-stage / layerwise).
         kd: loss weights and temperature; without a teacher only the label term is used (weight 1).
         seed: initial RNG seed (dropout, batch order).
@@ -209,6 +210,8 @@ def train(model: nn.Module, data: LabelledData, cfg: TrainConfig, teacher: nn.Mo
     if len(data) < cfg.batch_size:
         raise DataError(f"{len(data)} training sentences is fewer than one batch of {cfg.batch_size}")
     kd = cfg.kd if teacher is not None else KDWeights(0, 0, 0, 0, label=1.0)
+    # Without a teacher there is no intermediate stage: a staged schedule would switch every term off.
+    schedule = cfg.schedule if teacher is not None else "joint"
     layer_map = list(getattr(model, "lowbit_layer_map", range(getattr(model.config, "num_hidden_layers", 0))))
     head_map = getattr(model, "lowbit_head_map", {})
     model.to(device).train()
@@ -240,7 +243,7 @@ def train(model: nn.Module, data: LabelledData, cfg: TrainConfig, teacher: nn.Mo
     bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc="qat", leave=False)
     try:
         for step in range(start, end):
-            w, upto = stage_weights(kd, cfg.schedule, step, cfg.steps, len(layer_map), cfg.stage1)
+            w, upto = stage_weights(kd, schedule, step, cfg.steps, len(layer_map), cfg.stage1)
             batch = data.batch(batch_indices(len(data), step, cfg.batch_size, cfg.seed), device)
             internals = teacher is not None and (w.hidden > 0 or w.attention > 0 or w.embedding > 0)
             out_t = None
