@@ -115,7 +115,16 @@ def prepare_model(model: nn.Module) -> dict[str, str]:
 
 def quant_linear_forward(module: QuantLinear, x: torch.Tensor) -> torch.Tensor | None:
     """The CUDA hook installed into QuantLinear: run the layer's kernels, or None for the reference path."""
-    p = prepare(module)
+    if torch.compiler.is_compiling():
+        # Under torch.compile the plan cached by prepare() is used as is: re-validating it (data_ptr, the exact
+        # pow2 check of M2 scales) is data-dependent and breaks fullgraph tracing.
+        p = module.__dict__.get("_lb_plan")
+        if p is None:
+            raise RuntimeError("lowbit: call lowbit.kernels.prepare(model) once before torch.compile(model), so each "
+                               "QuantLinear's kernel plan and GPU buffers exist before tracing")
+        p = p if isinstance(p, Plan) else None
+    else:
+        p = prepare(module)
     if p is None or (p.a_kind == _tl.A16 and x.dtype not in (torch.float16, torch.bfloat16)):
         return None
     x2 = x.reshape(-1, module.in_features)

@@ -167,8 +167,10 @@ def _gemv_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_ptr,
 
 
 def gemv_config(n: int, k: int, m: int = 1) -> tuple[int, int, int, int, int]:
-    """(BN, BK8, num_warps, num_stages, split): picked by the H100 sweep (benchmarks/tune_gemv.py)."""
-    return (16, 64, 4, 3, 1) if n >= 8192 else (8, 64, 4, 3, 2)
+    """(BN, BK8, num_warps, num_stages, split), from the H100 sweep at M = 1 (benchmarks/tune_gemv.py, 192
+    configs per shape): 8 rows x 128 words (1024 weights) per step, 4 warps, no split won at every N >= 3072;
+    a narrow layer (768 x 3072) needs split-K to fill the SMs: 2 rows x 512 words, split 4 (4.0 vs 7.4 us bf16)."""
+    return (2, 512, 4, 1, 4) if n <= 1024 else (8, 128, 4, 2, 1)
 
 
 AQ_KINDS = {INT8: 127.0, FP8: 448.0}

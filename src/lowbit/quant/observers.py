@@ -39,10 +39,17 @@ def scale_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> tup
     fmt = spec.fmt
     if spec.symmetric:
         amax = torch.maximum(lo.abs(), hi)
-        return _nonzero(amax / fmt.max_abs), None
-    s = _nonzero((hi - lo) / fmt.qmax)
+        return _nonzero(_div(amax, fmt.max_abs)), None
+    s = _nonzero(_div(hi - lo, fmt.qmax))
     z = torch.round(-lo / s).clamp(fmt.qmin, fmt.qmax)
     return s, z
+
+
+def _div(t: torch.Tensor, c: float) -> torch.Tensor:
+    """t / c correctly rounded on every device. PyTorch's CUDA kernel turns division by a Python scalar into a
+    multiplication by its reciprocal (one ulp off for some t), which made the reference disagree with the
+    kernels' IEEE division on the H100 and flip 4-bit activation codes at rounding ties."""
+    return t / torch.full_like(t, c)
 
 
 def _nonzero(s: torch.Tensor) -> torch.Tensor:
