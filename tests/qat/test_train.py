@@ -21,6 +21,8 @@ def test_qat_kd_loss_falls_and_converted_equals_fake_quant(grad):
     cfg = TrainConfig(steps=20, batch_size=16, lr=1e-3, scale_lr=1e-2 if grad == "lsq" else 5e-2, progress=False,
                       kd=KDWeights(logits=0.0))
     r = train(student, data, cfg, teacher=teacher)
+    # the teacher's flags are untouched, so a student deep-copied from it later trains every parameter
+    assert all(p.requires_grad for p in teacher.parameters())
     first, last = sum(r.losses[:5]) / 5, sum(r.losses[-5:]) / 5
     assert last < 0.7 * first, (first, last)
     moved = [not torch.equal(before[n], m.wq.step(m.weight)) for n, m in qat_modules(student).items()]

@@ -191,7 +191,8 @@ def train(model: nn.Module, data: LabelledData, cfg: TrainConfig, teacher: nn.Mo
         model: HF sequence classifier (outputs .logits; .hidden_states/.attentions when asked).
         data: training sentences and labels.
         cfg: the run's settings.
-        teacher: full-precision model to distil from (eval mode, frozen); None trains on labels only.
+        teacher: full-precision model to distil from (put in eval mode; run without gradients, its parameters
+            untouched); None trains on labels only.
         state_path: checkpoint file; if it exists the run resumes from it (same settings required).
         stop_after: stop (with a checkpoint) after this many steps of this call, as an interruption would.
         device: where to train.
@@ -216,7 +217,9 @@ def train(model: nn.Module, data: LabelledData, cfg: TrainConfig, teacher: nn.Mo
     head_map = getattr(model, "lowbit_head_map", {})
     model.to(device).train()
     if teacher is not None:
-        teacher.to(device).eval().requires_grad_(False)
+        # eval mode only: its forward runs under no_grad, and its requires_grad flags stay as they were (setting
+        # them off here froze every student later deep-copied from the same teacher; measured in the benchmark)
+        teacher.to(device).eval()
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     start, losses, parts_log = 0, [], []
