@@ -154,10 +154,25 @@ class QuantLinear(nn.Module):
             y = y + self.bias.float()
         return y.to(x.dtype)
 
+    def kernel_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The installed kernel hook around the online input transform and LoRC, or None where no kernel applies.
+
+        The input transform (Hadamard) runs first in torch; the kernels then quantize and multiply. LoRC is a
+        side GEMM through rank r on the quantized input (the same `quantize_input` as the reference, so the same
+        codes), added in float32 to the kernel output (which already holds the bias)."""
+        if _cuda_forward is None:
+            return None
+        xt = self.transform_input(x)
+        y = _cuda_forward(self, xt)
+        if y is None or self.lorc_u is None:
+            return y
+        u, v = self.lorc_factors()
+        side = (self.quantize_input(xt) @ v.t()) @ u.t()
+        return (y.float() + side).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Kernels do not apply LoRC or the input transform yet: such layers take the reference path.
-        if x.is_cuda and _cuda_forward is not None and self.lorc_u is None and self.input_transform is None:
-            y = _cuda_forward(self, x)
+        if x.is_cuda:
+            y = self.kernel_forward(x)
             if y is not None:
                 return y
         return self.reference_forward(x)
