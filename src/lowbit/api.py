@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from torch import nn
 
+from lowbit.device import resolve_device
 from lowbit.errors import CalibrationError
 from lowbit.methods import MethodContext, get_method
 from lowbit.nn.convert import ConversionReport, convert, plan
-from lowbit.quant.calibrate import as_batches, calibrate
+from lowbit.quant.calibrate import as_batches, calibrate, calibrate_blockwise
 from lowbit.scheme import Scheme, get_scheme
 
 
-def quantize(model: nn.Module, scheme: str | Scheme, calib_data=None, *, progress: bool = True) -> nn.Module:
+def quantize(model: nn.Module, scheme: str | Scheme, calib_data=None, *, progress: bool = True,
+             block_device: str | None = None) -> nn.Module:
     """Quantize a transformers model in place and return it.
 
     Linear layers (and GPT-2 Conv1D) become `QuantLinear` with packed weights; heads, embeddings and norms stay
@@ -23,6 +25,10 @@ def quantize(model: nn.Module, scheme: str | Scheme, calib_data=None, *, progres
             for methods that calibrate (GPTQ, SmoothQuant, …); when given, every layer input is checked for
             NaN/Inf.
         progress: show progress bars.
+        block_device: run the final calibration pass (static activation ranges, NaN checks) one transformer
+            block at a time on this device ("cuda", "cpu"), the model staying where it is: for models larger than
+            the device's memory (methods such as GPTQ take their own `device` option). None: the whole model
+            where it is.
 
     Returns:
         The same model object, quantized.
@@ -47,7 +53,11 @@ def quantize(model: nn.Module, scheme: str | Scheme, calib_data=None, *, progres
         fn(model, scheme, ctx)
     ranges = {}
     if batches is not None:
-        ranges = calibrate(model, {p.name: p.act_spec for p in report.quantized}, batches, progress)
+        planned = {p.name: p.act_spec for p in report.quantized}
+        if block_device is None:
+            ranges = calibrate(model, planned, batches, progress)
+        else:
+            ranges = calibrate_blockwise(model, planned, batches, resolve_device(block_device), progress)
     convert(model, report, ranges, ctx.qweights)
     model.lowbit_report = report
     model.lowbit_scheme = scheme

@@ -58,3 +58,17 @@ def test_cli_errors_are_clear_and_leave_nothing(argv, match, model_dir, tmp_path
     assert main(argv) == 2
     assert re.search(match, capsys.readouterr().err.replace("\n", " "))
     assert not out.exists()
+
+
+def test_block_device_option(model_dir, tmp_path, capsys):
+    """--block-device cpu: block-by-block calibration; a CUDA request on a CPU-only machine fails before loading."""
+    out = tmp_path / "blk"
+    assert main(["quantize", str(model_dir), "--scheme", "w4a8-int", "--calib", "random", "--n-samples", "2",
+                 "--seq-len", "16", "--block-device", "cpu", "-o", str(out)]) == 0
+    model, _ = load(out)
+    assert model.lowbit_scheme.name == "w4a8-int"
+    import torch
+    if not torch.cuda.is_available():
+        assert main(["quantize", str(model_dir), "--scheme", "w4a8-int", "--calib", "random", "--block-device",
+                     "cuda", "-o", str(tmp_path / "x")]) != 0
+        assert "no CUDA" in capsys.readouterr().err

@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from tiny_models import MODELS, TINY, tiny_bert, tiny_gpt2, tiny_vit
+from tiny_models import MODELS, TINY, tiny_bert, tiny_gpt2, tiny_llama, tiny_vit
 from lowbit import quantize
 from lowbit.errors import CalibrationError, ModelError, ShapeError
 from lowbit.nn import QuantLinear
+from lowbit.nn.convert import plan
 from lowbit.quant.qtensor import quantize_activation, quantize_weight
 from lowbit.scheme import PRESETS, Override, QuantSpec, Scheme, get_scheme
 
@@ -126,3 +127,25 @@ def test_unknown_method_is_an_error():
     from lowbit.errors import SchemeError
     with pytest.raises(SchemeError, match="unknown method 'magic'"):
         quantize(tiny_bert(), get_scheme("w4a16").replace(methods=("magic",)))
+
+
+@pytest.mark.parametrize("build", [tiny_llama, tiny_bert])
+def test_blockwise_calibration_gives_the_same_static_scales(ids, build):
+    """block_device: the final calibration pass one block at a time gives exactly the whole-model scales."""
+    s = Scheme("static", QuantSpec("int8"), QuantSpec("int8", "tensor", observer="percentile", percentile=99.9))
+    whole, blocks = build(), build()
+    quantize(whole, s, [ids, ids[:, :5]], progress=False)
+    quantize(blocks, s, [ids, ids[:, :5]], progress=False, block_device="cpu")
+    scales = {n: m.act_scale for n, m in whole.named_modules() if isinstance(m, QuantLinear)}
+    assert scales and all(torch.equal(scales[n], m.act_scale) for n, m in blocks.named_modules()
+                          if isinstance(m, QuantLinear))
+    assert set(scales) == {n for n, m in blocks.named_modules() if isinstance(m, QuantLinear)}
+
+
+def test_blockwise_calibration_names_layers_outside_the_blocks(ids):
+    s = Scheme("static", QuantSpec("int8"), QuantSpec("int8", "tensor"),
+               overrides=(Override("lm_head", weights=QuantSpec("int8"), activations=QuantSpec("int8", "tensor")),))
+    model = tiny_llama()
+    assert "lm_head" in {p.name for p in plan(model, s).quantized}
+    with pytest.raises(CalibrationError, match="never reached.*lm_head"):
+        quantize(model, s, [ids], progress=False, block_device="cpu")

@@ -20,6 +20,10 @@ def register(sub) -> None:
     p.add_argument("--seq-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
     p.add_argument("-o", "--output", required=True, help="output checkpoint directory")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument("--block-device", default=None,
+                   help="keep the model in CPU memory and run the calibration pass one transformer block at a time "
+                        "on this device (cuda | cpu), for models larger than the GPU; methods such as GPTQ take "
+                        "their own device option in the scheme. Replaces --device")
     p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     p.set_defaults(func=run)
 
@@ -34,13 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from lowbit.scheme import get_scheme
 
     scheme = _with_group_size(get_scheme(args.scheme), args.group_size)  # validated before loading anything heavy
-    device = resolve_device(args.device)
+    device = resolve_device("cpu" if args.block_device else args.device)
+    if args.block_device:
+        resolve_device(args.block_device)  # fail before loading anything heavy
     if Path(args.output).exists() and not args.force:
         raise CheckpointError(f"{args.output} exists; pass --force to overwrite it")
     model, tok = load_model(args.model)
     model.to(device).eval()
     calib = _calibration(args, model, tok) if args.calib else None
-    quantize(model, scheme, calib)
+    quantize(model, scheme, calib, block_device=args.block_device)
     print(model.lowbit_report.summary())
     out = save(model.cpu(), args.output, tok)
     size = linear_weight_bytes(model)

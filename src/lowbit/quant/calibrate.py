@@ -108,3 +108,40 @@ def calibrate(model: nn.Module, planned: dict[str, QuantSpec | None], calib_data
     with input_hooks(model, planned, seen):
         run_batches(model, batches, progress, on_batch=lambda i: state.update(batch=i))
     return {n: o.scale() for n, o in observers.items()}
+
+
+def calibrate_blockwise(model: nn.Module, planned: dict[str, QuantSpec | None], calib_data, device,
+                        progress: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`calibrate`, one transformer block on `device` at a time (lowbit.methods.sequential), for models larger
+    than the device's memory: same observers, same NaN/Inf checks, same result.
+
+    Raises:
+        CalibrationError: as `calibrate`; also when a planned layer lies outside the model's blocks (it would
+            need the whole model on the device) or the data never reaches it.
+    """
+    from lowbit.methods.sequential import sequential_blocks  # lazy: lowbit.methods imports this module
+
+    batches = as_batches(calib_data)
+    observers = {n: ActObserver(s) for n, s in planned.items() if s is not None and not s.dynamic}
+    seen_names: set[str] = set()
+    name_of = {id(m): n for n, m in model.named_modules()}
+
+    def seen(name: str, x: torch.Tensor) -> None:
+        if not torch.isfinite(x).all():
+            raise CalibrationError(f"calibration: the input of {name} holds NaN or Inf; check the calibration "
+                                   "data and the model in full precision first")
+        seen_names.add(name)
+        if name in observers:
+            observers[name].update(x)
+
+    for _, block, run in sequential_blocks(model, batches, device, progress, "calibrating", reuse_outputs=True):
+        prefix = name_of[id(block)]
+        inside = [n for n in planned if block is model or n == prefix or n.startswith(prefix + ".")]
+        with input_hooks(model, inside, seen):
+            run()
+    missing = sorted(set(planned) - seen_names)
+    if missing:
+        raise CalibrationError(f"block-by-block calibration never reached {missing[:3]} (outside the transformer "
+                               "blocks, or unused by the data): keep such layers unquantized, or calibrate "
+                               "without a block device")
+    return {n: o.scale() for n, o in observers.items()}
