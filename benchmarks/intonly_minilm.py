@@ -7,6 +7,7 @@ GEMMs); the first batch is also run on the integer-only backend and must be bit-
 backend is walked by the checker (no float op, no division).
 
     .venv/bin/python benchmarks/intonly_minilm.py --softmax shift --gelu shift
+    .venv/bin/python benchmarks/intonly_minilm.py --smooth auto --score-bits 16 --n-eval 500   # the accurate one
 """
 import argparse
 import copy
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--gelu", default="shift")
     ap.add_argument("--score-bits", type=int, default=8)
     ap.add_argument("--gelu-in-bits", type=int, default=16)
+    ap.add_argument("--smooth", default=None, help="IntConfig.smooth: a SmoothQuant alpha in [0, 1] or 'auto' "
+                                                   "(the graph then quantizes the float weights itself)")
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--n-eval", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
@@ -51,8 +54,10 @@ def main() -> None:
     calib = [dict(tok(cal_texts[i:i + 16], padding=True, truncation=True, max_length=128, return_tensors="pt"))
              for i in range(0, args.n_calib, 16)]
     fq = quantize(copy.deepcopy(fp), INTONLY_SCHEME, calib, progress=False)
-    cfg = IntConfig(softmax=args.softmax, gelu=args.gelu, score_bits=args.score_bits, gelu_in_bits=args.gelu_in_bits)
-    im = IntBertModel(fq, cfg).calibrate(calib).eval()
+    smooth = None if args.smooth is None else (args.smooth if args.smooth == "auto" else float(args.smooth))
+    cfg = IntConfig(softmax=args.softmax, gelu=args.gelu, score_bits=args.score_bits, gelu_in_bits=args.gelu_in_bits,
+                    smooth=smooth)
+    im = IntBertModel(fq if smooth is None else fp, cfg).calibrate(calib).eval()
     b = dict(tok(texts[:8], padding=True, return_tensors="pt"))
     ids, mask, tt = b["input_ids"], b["attention_mask"], b["token_type_ids"]
     exact = torch.equal(im.integer_forward(INT, ids, mask, tt)[0], im.integer_forward(SIM, ids, mask, tt)[0].long())

@@ -72,6 +72,9 @@ class Planted:
     def __call__(self, A, x, *args):
         return self.extra(self.op(A, x, *args))
 
+    def __getattr__(self, name):
+        return getattr(self.op, name)
+
 
 def test_checker_fails_on_planted_float_op(built, monkeypatch):
     _, im, args, _ = built
@@ -103,8 +106,8 @@ def test_build_errors(built):
     other = quantize(copy.deepcopy(fp), "w8a8-int8", progress=False)  # per-token dynamic activations
     with pytest.raises(IntegerOnlyError, match="per-tensor static"):
         IntBertModel(other, IntConfig())
-    with pytest.raises(IntegerOnlyError, match="not a QuantLinear"):
-        IntBertModel(copy.deepcopy(fp), IntConfig())  # a float model passed where a quantized one is needed
+    with pytest.raises(IntegerOnlyError, match="backend must be"):
+        im(*args, backend="float")
     uncal = IntBertModel(im_source(fp, calib), IntConfig())
     with pytest.raises(IntegerOnlyError, match="calibrate the model first"):
         uncal.integer_forward(INT, *args)
@@ -129,6 +132,14 @@ def test_smoothed_graph_is_integer_only_bit_exact_and_accurate(built, smoothed):
     assert cos.min() > 0.98
     x = smoothed.scales["layer0.x"]  # per input channel: S * t_k
     assert x.shape == (128,) and (x > 0).all()
+
+
+def test_float_linears_without_smoothing_get_per_tensor_scales(built):
+    fp, _, (ids, mask, tt), calib = built
+    im = IntBertModel(copy.deepcopy(fp), IntConfig()).calibrate(calib)
+    assert isinstance(im.scales["layer0.x3"], torch.Tensor) and im.scales["layer0.x3"].unique().numel() == 1
+    assert set(im.smooth_alpha.values()) == {None}
+    assert torch.equal(im.integer_forward(INT, ids, mask, tt)[0], im.integer_forward(SIM, ids, mask, tt)[0].long())
 
 
 def test_smoothing_needs_float_linears(built):

@@ -37,7 +37,7 @@ def test_softmax_mask_excludes_keys_and_rows_sum_to_one():
     op = IntSoftmax.build(0.05, "shift")
     p = _both(op, x, mask)
     assert (p[..., 40:] == 0).all()
-    assert ((p.sum(-1) * op.out_scale) - 1).abs().max() < 0.3  # floors drop < 1 LSB per key
+    assert ((p.sum(-1) * op.out_scale) - 1).abs().max() < 0.1  # rounded: no half-step loss per key
     ref = torch.softmax((x * 0.05)[..., :40], -1)
     assert (p[..., :40] * op.out_scale - ref).abs().max() < 0.035
 

@@ -58,8 +58,9 @@ class IntConfig:
         residual_bits: residual stream and LayerNorm outputs (I-ViT QuantAct16).
         percentile: calibrated scales cover this percentile of |x| (100 = max).
         smooth: SmoothQuant's migration strength alpha for the int8 linear inputs, folded into the integer
-            graph (see ``IntBertModel._smooth``); None keeps one per-tensor scale per input (I-BERT / I-ViT)
-            and takes weights and input scales from a lowbit-quantized model. Needs float linears.
+            graph (see ``IntEncoder._smooth``); None keeps one per-tensor scale per input (I-BERT / I-ViT):
+            a lowbit-quantized model's, or the MSE-calibrated one for float linears. A number or "auto"
+            needs float linears (the graph quantizes W·diag(t) itself).
     """
 
     softmax: str = "shift"
@@ -134,50 +135,62 @@ class IntLinear:
         return A.matmul(x, A.tensor(self.codes).t()) + A.tensor(self.bias)  # (…, N) INT32
 
 
-class IntBertModel(nn.Module):
-    """Integer-only BERT encoder. ``forward`` accepts the HF BertModel arguments and returns
-    ``last_hidden_state`` dequantized at the boundary; :meth:`integer_forward` is the integer graph.
-
-    Build with :func:`build_int_bert`.
+class IntEncoder(nn.Module):
+    """The machinery every integer-only encoder shares: requantization points calibrated with the quantized
+    graph in the loop, int8 linear layers (from a lowbit model or from float weights), I-LayerNorm, the
+    attention and FFN blocks. Subclasses (:class:`IntBertModel`, :class:`lowbit.intonly.vit.IntViTModel`) add
+    the embedding and the order of the blocks, and set ``max_tokens`` (bounds the P·V accumulator).
     """
 
-    def __init__(self, qmodel: nn.Module, config: IntConfig) -> None:
+    def __init__(self, hf_config, config: IntConfig, max_tokens: int) -> None:
         super().__init__()
-        cfg = qmodel.config
-        self.cfg, self.config = cfg, config
-        self.heads, self.hidden = cfg.num_attention_heads, cfg.hidden_size
+        self.cfg, self.config, self.max_tokens = hf_config, config, max_tokens
+        self.heads, self.hidden = hf_config.num_attention_heads, hf_config.hidden_size
         self.head_dim = self.hidden // self.heads
-        emb = qmodel.embeddings
-        self.tables = {k: _row_quant(getattr(emb, f"{k}_embeddings").weight)
-                       for k in ("word", "position", "token_type")}
         # an int Parameter so next(model.parameters()).device works for the evaluation helpers
         self.anchor = nn.Parameter(torch.zeros(1, dtype=torch.int64), requires_grad=False)
-        self.ln = {"emb": (emb.LayerNorm.weight.detach(), emb.LayerNorm.bias.detach())}
+        self.ln: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.linears: dict[str, IntLinear] = {}
         self.float_linears: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        for i, layer in enumerate(qmodel.encoder.layer):
-            att, p = layer.attention, f"layer{i}."
-            for n, mod in (("q", att.self.query), ("k", att.self.key), ("v", att.self.value),
-                           ("o", att.output.dense), ("fc1", layer.intermediate.dense), ("fc2", layer.output.dense)):
-                self._add_linear(p + n, f"encoder.layer.{i}.{n}", mod)
-            self.ln[p + "ln1"] = (att.output.LayerNorm.weight.detach(), att.output.LayerNorm.bias.detach())
-            self.ln[p + "ln2"] = (layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach())
-        self.layers = len(qmodel.encoder.layer)
         self.scales: dict[str, float] = {}  # calibrated output scales, by requantization point
         self.plan: dict[str, object] = {}  # integer constants built from the scales
         self.calibrating = False
         self.float_ops: frozenset[str] = frozenset()
         self.smooth_alpha: dict[str, float | None] = {}  # chosen migration strength by first linear name
 
+    def _backend(self, backend: str):
+        if backend not in ("int", "sim"):
+            raise IntegerOnlyError(f"backend must be 'int' (integer-only) or 'sim' (float64 twin), got {backend!r}")
+        if self.float_ops and backend == "int":
+            raise IntegerOnlyError(f"ops {sorted(self.float_ops)} are replaced by float (ablate()); run with "
+                                   "backend='sim' or call ablate() with no ops")
+        return INT if backend == "int" else SIM
+
+    @torch.no_grad()
+    def _calibrate_with(self, graph, *inputs) -> None:
+        """One pass of the float64 simulation of ``graph(A, *inputs)`` sets every scale and builds every
+        integer constant."""
+        self.scales.clear()
+        self.smooth_alpha.clear()
+        self.plan.clear()
+        self.calibrating = True
+        try:
+            graph(SIM, *inputs)
+        finally:
+            self.calibrating = False
+
+
     def _add_linear(self, key: str, name: str, mod: nn.Module) -> None:
-        if self.config.smooth is None:
-            self.linears[key] = IntLinear.from_quant(name, mod)
-        elif type(mod) is nn.Linear:
+        """A lowbit QuantLinear keeps its codes and input scale; a float nn.Linear is quantized by the graph
+        at calibration (int8 per-output-channel weights, input scale by MSE, optionally smoothed)."""
+        if type(mod) is nn.Linear:
             self.float_linears[key] = (mod.weight.detach(), None if mod.bias is None else mod.bias.detach())
-        else:
-            raise IntegerOnlyError(f"{name} is {type(mod).__name__}: IntConfig.smooth builds the int8 weights "
+        elif self.config.smooth is not None and isinstance(mod, QuantLinear):
+            raise IntegerOnlyError(f"{name} is a lowbit QuantLinear: IntConfig.smooth builds the int8 weights "
                                    "itself from float nn.Linear layers; pass the float model, or set smooth=None "
                                    "to use a lowbit-quantized model's weights")
+        else:
+            self.linears[key] = IntLinear.from_quant(name, mod)
 
     def ablate(self, *ops: str) -> "IntBertModel":
         """Replace the named ops (see :data:`FLOAT_OPS`) by float in the ``SIM`` backend; an ablation tool,
@@ -228,7 +241,8 @@ class IntBertModel(nn.Module):
         bits = self.config.residual_bits
         gamma, beta = self.ln[key]
         if "layernorm" in self.float_ops:
-            y = torch.nn.functional.layer_norm(x * s_x, (self.hidden,), gamma.double(), beta.double(), 1e-12)
+            y = torch.nn.functional.layer_norm(x * s_x, (self.hidden,), gamma.double(), beta.double(),
+                                               self.cfg.layer_norm_eps)
             return y / self.scales[key], self.scales[key]
         ln = LayerNormInt(self.hidden, in_bits)
         y = ln.core(A, x)
@@ -238,6 +252,122 @@ class IntBertModel(nn.Module):
         m, bias = self.plan[key]
         lo, hi = qrange(bits)
         return torch.clamp(A.requant(y, m, A.tensor(bias)), lo, hi), self.scales[key]
+
+    def _linear_in(self, A, key: str, names: tuple[str, ...], z: torch.Tensor, in_scale, in_bits: int
+                   ) -> torch.Tensor:
+        """Requantize z (real value z * in_scale) to the int8 input shared by the linears ``names``."""
+        if key not in self.scales:
+            if names[0] not in self.float_linears:
+                self.scales[key] = self.linears[names[0]].in_scale  # from lowbit's calibration
+            elif not self.calibrating:
+                raise IntegerOnlyError(f"linear input {key!r} has no scale: calibrate the model first")
+            else:
+                self.scales[key] = self._smooth(names, z * _t(in_scale, z))
+        return self._rq(A, key, z, in_scale, in_bits, 8)
+
+    def _smooth(self, names: tuple[str, ...], real: torch.Tensor) -> torch.Tensor:
+        """SmoothQuant (Xiao et al. 2023, Eq. 4) inside the integer graph: per input channel k,
+        t_k = max|X_k|^a / max|W_k|^(1-a); the producer's dyadic requantization divides channel k by t_k
+        (a per-channel multiplier, still multiply-add-shift) and the weight columns are multiplied by t_k
+        before their int8 per-output-channel quantization. BERT cannot fold t into its post-LN LayerNorm
+        (the LN output also feeds the residual), but the integer graph requantizes the 16-bit residual
+        stream separately for each linear input, so the per-channel factor costs nothing at run time.
+        The per-tensor scale of X / t is the MSE-optimal clip (lowbit's observer). With smooth="auto" the
+        migration strength is searched per linear input over :data:`SMOOTH_GRID` (None = no smoothing) by the
+        squared error of the quantized GEMM output on the calibration tokens. Returns S * t, shape (K,)."""
+        from lowbit.methods.equalize import smoothquant_scales
+        from lowbit.quant.observers import choose_scale
+
+        x = real.detach().reshape(-1, real.shape[-1]).double()  # (tokens, K)
+        if x.shape[0] > 8192:  # enough tokens to rank the candidates; keeps calibration fast
+            x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:8192]]
+        ws = [self.float_linears[n] for n in names]
+        w = torch.cat([w.double() for w, _ in ws])  # (sum N, K)
+        alphas = SMOOTH_GRID if self.config.smooth == "auto" else (self.config.smooth,)  # (None,): t = 1
+        best = None
+        for a in alphas:
+            t = torch.ones(x.shape[1], dtype=torch.float64) if a is None else \
+                smoothquant_scales(x.abs().amax(0), w.abs().amax(0), a).double()
+            s = float(choose_scale((x / t).reshape(1, -1), QuantSpec("int8", "tensor", observer="mse"))[0])
+            err = float((_fake_int8(x / t, s) @ _fake_int8_rows(w * t).t() - x @ w.t()).pow(2).sum())
+            if best is None or err < best[0]:
+                best = (err, s, t, a)
+        _, s, t, self.smooth_alpha[names[0]] = best
+        for n, (w, b) in zip(names, ws):
+            self.linears[n] = IntLinear.from_float(n, w.double() * t, b, s)
+        return s * t
+
+    def _attention(self, A, p: str, h: torch.Tensor, s_h: float, mask: torch.Tensor):
+        b, t, _ = h.shape
+        nh, d, c = self.heads, self.head_dim, self.config
+        heads = {}
+        qkv = tuple(p + n for n in ("q", "k", "v"))
+        if qkv[0] not in self.float_linears:  # one key per lowbit input scale (q, k, v calibrated apart may differ)
+            keys = {n: f"{p}x.{self.linears[n].in_scale!r}" for n in qkv}
+        else:  # one smoothing vector for the three (SmoothQuant: max over the weights that share X)
+            keys = dict.fromkeys(qkv, p + "x")
+        x = {}
+        for n in qkv:
+            if keys[n] not in x:
+                x[keys[n]] = self._linear_in(A, keys[n], tuple(m for m in qkv if keys[m] == keys[n]), h, s_h,
+                                             self.config.residual_bits)
+            lin = self.linears[n]
+            z = self._rq(A, f"{n}.out", lin(A, x[keys[n]]), lin.out_scale, lin.out_bits, 8)
+            heads[n[len(p):]] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
+        s_q, s_k, s_v = (self.scales[f"{p}{n}.out"] for n in ("q", "k", "v"))
+        scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
+        s8 = self._rq(A, p + "scores", scores, s_q * s_k / math.sqrt(d), bits_for(d * 2**14), c.score_bits)
+        softmax = self._op(p + "softmax", lambda: IntSoftmax.build(self.scales[p + "scores"], c.softmax, c.prob_bits))
+        if "softmax" in self.float_ops:
+            real = s8 * self.scales[p + "scores"]
+            probs = torch.softmax(real if mask is None else real.masked_fill(mask == 0, -math.inf), -1)
+            probs = probs / softmax.out_scale
+        else:
+            probs = softmax(A, s8, mask)  # (B, nh, T, T), scale 2^-prob_bits
+        ctx = A.matmul(probs, heads["v"]).transpose(1, 2).reshape(b, t, nh * d)  # INT32
+        pv_bits = bits_for(self.max_tokens * 2 ** (c.prob_bits + 7))
+        ctx8 = self._linear_in(A, p + "ctx", (p + "o",), ctx, softmax.out_scale * s_v, pv_bits)
+        lin = self.linears[p + "o"]
+        return lin(A, ctx8), lin.out_scale, lin.out_bits
+
+    def _ffn(self, A, p: str, h: torch.Tensor, s_h: float):
+        c = self.config
+        x = self._linear_in(A, p + "x2", (p + "fc1",), h, s_h, c.residual_bits)
+        fc1 = self.linears[p + "fc1"]
+        g_in = self._rq(A, p + "gelu.in", fc1(A, x), fc1.out_scale, fc1.out_bits, c.gelu_in_bits)
+        s_g = self.scales[p + "gelu.in"]
+        gelu = self._op(p + "gelu", lambda: ShiftGELU.build(s_g) if c.gelu == "shift" else IGELU.build(s_g))
+        if "gelu" in self.float_ops:
+            g = torch.nn.functional.gelu(g_in * s_g) / gelu.out_scale
+        else:
+            g = gelu(A, g_in)
+        g_bits = c.gelu_in_bits + gelu.out_bits if c.gelu == "shift" else c.gelu_in_bits + bits_for(2 * abs(gelu.one) + 2**16)
+        x3 = self._linear_in(A, p + "x3", (p + "fc2",), g, gelu.out_scale, g_bits)
+        fc2 = self.linears[p + "fc2"]
+        return fc2(A, x3), fc2.out_scale, fc2.out_bits
+
+
+class IntBertModel(IntEncoder):
+    """Integer-only BERT encoder. ``forward`` accepts the HF BertModel arguments and returns
+    ``last_hidden_state`` dequantized at the boundary; :meth:`integer_forward` is the integer graph.
+
+    Build with :func:`build_int_bert`.
+    """
+
+    def __init__(self, qmodel: nn.Module, config: IntConfig) -> None:
+        super().__init__(qmodel.config, config, qmodel.config.max_position_embeddings)
+        emb = qmodel.embeddings
+        self.tables = {k: _row_quant(getattr(emb, f"{k}_embeddings").weight)
+                       for k in ("word", "position", "token_type")}
+        self.ln["emb"] = (emb.LayerNorm.weight.detach(), emb.LayerNorm.bias.detach())
+        for i, layer in enumerate(qmodel.encoder.layer):
+            att, p = layer.attention, f"layer{i}."
+            for n, mod in (("q", att.self.query), ("k", att.self.key), ("v", att.self.value),
+                           ("o", att.output.dense), ("fc1", layer.intermediate.dense), ("fc2", layer.output.dense)):
+                self._add_linear(p + n, f"encoder.layer.{i}.{n}", mod)
+            self.ln[p + "ln1"] = (att.output.LayerNorm.weight.detach(), att.output.LayerNorm.bias.detach())
+            self.ln[p + "ln2"] = (layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach())
+        self.layers = len(qmodel.encoder.layer)
 
     # --- the graph ------------------------------------------------------------------------------------------
     def integer_forward(self, A, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -276,98 +406,6 @@ class IntBertModel(nn.Module):
                                         lo, hi)
         return self._layernorm(A, "emb", torch.clamp(total, lo, hi), bits, self.scales[key])
 
-    def _linear_in(self, A, key: str, names: tuple[str, ...], z: torch.Tensor, in_scale, in_bits: int
-                   ) -> torch.Tensor:
-        """Requantize z (real value z * in_scale) to the int8 input shared by the linears ``names``."""
-        if key not in self.scales:
-            if self.config.smooth is None:
-                self.scales[key] = self.linears[names[0]].in_scale  # from lowbit's calibration
-            elif not self.calibrating:
-                raise IntegerOnlyError(f"linear input {key!r} has no scale: calibrate the model first")
-            else:
-                self.scales[key] = self._smooth(names, z * _t(in_scale, z))
-        return self._rq(A, key, z, in_scale, in_bits, 8)
-
-    def _smooth(self, names: tuple[str, ...], real: torch.Tensor) -> torch.Tensor:
-        """SmoothQuant (Xiao et al. 2023, Eq. 4) inside the integer graph: per input channel k,
-        t_k = max|X_k|^a / max|W_k|^(1-a); the producer's dyadic requantization divides channel k by t_k
-        (a per-channel multiplier, still multiply-add-shift) and the weight columns are multiplied by t_k
-        before their int8 per-output-channel quantization. BERT cannot fold t into its post-LN LayerNorm
-        (the LN output also feeds the residual), but the integer graph requantizes the 16-bit residual
-        stream separately for each linear input, so the per-channel factor costs nothing at run time.
-        The per-tensor scale of X / t is the MSE-optimal clip (lowbit's observer). With smooth="auto" the
-        migration strength is searched per linear input over :data:`SMOOTH_GRID` (None = no smoothing) by the
-        squared error of the quantized GEMM output on the calibration tokens. Returns S * t, shape (K,)."""
-        from lowbit.methods.equalize import smoothquant_scales
-        from lowbit.quant.observers import choose_scale
-
-        x = real.detach().reshape(-1, real.shape[-1]).double()  # (tokens, K)
-        if x.shape[0] > 8192:  # enough tokens to rank the candidates; keeps calibration fast
-            x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:8192]]
-        ws = [self.float_linears[n] for n in names]
-        w = torch.cat([w.double() for w, _ in ws])  # (sum N, K)
-        alphas = SMOOTH_GRID if self.config.smooth == "auto" else (self.config.smooth,)
-        best = None
-        for a in alphas:
-            t = torch.ones(x.shape[1], dtype=torch.float64) if a is None else \
-                smoothquant_scales(x.abs().amax(0), w.abs().amax(0), a).double()
-            s = float(choose_scale((x / t).reshape(1, -1), QuantSpec("int8", "tensor", observer="mse"))[0])
-            err = float((_fake_int8(x / t, s) @ _fake_int8_rows(w * t).t() - x @ w.t()).pow(2).sum())
-            if best is None or err < best[0]:
-                best = (err, s, t, a)
-        _, s, t, self.smooth_alpha[names[0]] = best
-        for n, (w, b) in zip(names, ws):
-            self.linears[n] = IntLinear.from_float(n, w.double() * t, b, s)
-        return s * t
-
-    def _attention(self, A, p: str, h: torch.Tensor, s_h: float, mask: torch.Tensor):
-        b, t, _ = h.shape
-        nh, d, c = self.heads, self.head_dim, self.config
-        heads = {}
-        qkv = tuple(p + n for n in ("q", "k", "v"))
-        if c.smooth is None:  # one key per lowbit input scale (q, k, v calibrated apart may differ)
-            keys = {n: f"{p}x.{self.linears[n].in_scale!r}" for n in qkv}
-        else:  # one smoothing vector for the three (SmoothQuant: max over the weights that share X)
-            keys = dict.fromkeys(qkv, p + "x")
-        x = {}
-        for n in qkv:
-            if keys[n] not in x:
-                x[keys[n]] = self._linear_in(A, keys[n], tuple(m for m in qkv if keys[m] == keys[n]), h, s_h,
-                                             self.config.residual_bits)
-            lin = self.linears[n]
-            z = self._rq(A, f"{n}.out", lin(A, x[keys[n]]), lin.out_scale, lin.out_bits, 8)
-            heads[n[len(p):]] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
-        s_q, s_k, s_v = (self.scales[f"{p}{n}.out"] for n in ("q", "k", "v"))
-        scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
-        s8 = self._rq(A, p + "scores", scores, s_q * s_k / math.sqrt(d), bits_for(d * 2**14), c.score_bits)
-        softmax = self._op(p + "softmax", lambda: IntSoftmax.build(self.scales[p + "scores"], c.softmax, c.prob_bits))
-        if "softmax" in self.float_ops:
-            probs = torch.softmax((s8 * self.scales[p + "scores"]).masked_fill(mask == 0, -math.inf), -1)
-            probs = probs / softmax.out_scale
-        else:
-            probs = softmax(A, s8, mask)  # (B, nh, T, T), scale 2^-prob_bits
-        ctx = A.matmul(probs, heads["v"]).transpose(1, 2).reshape(b, t, nh * d)  # INT32
-        pv_bits = bits_for(self.cfg.max_position_embeddings * 2 ** (c.prob_bits + 7))
-        ctx8 = self._linear_in(A, p + "ctx", (p + "o",), ctx, softmax.out_scale * s_v, pv_bits)
-        lin = self.linears[p + "o"]
-        return lin(A, ctx8), lin.out_scale, lin.out_bits
-
-    def _ffn(self, A, p: str, h: torch.Tensor, s_h: float):
-        c = self.config
-        x = self._linear_in(A, p + "x2", (p + "fc1",), h, s_h, c.residual_bits)
-        fc1 = self.linears[p + "fc1"]
-        g_in = self._rq(A, p + "gelu.in", fc1(A, x), fc1.out_scale, fc1.out_bits, c.gelu_in_bits)
-        s_g = self.scales[p + "gelu.in"]
-        gelu = self._op(p + "gelu", lambda: ShiftGELU.build(s_g) if c.gelu == "shift" else IGELU.build(s_g))
-        if "gelu" in self.float_ops:
-            g = torch.nn.functional.gelu(g_in * s_g) / gelu.out_scale
-        else:
-            g = gelu(A, g_in)
-        g_bits = c.gelu_in_bits + 8 if c.gelu == "shift" else c.gelu_in_bits + bits_for(2 * abs(gelu.one) + 2**16)
-        x3 = self._linear_in(A, p + "x3", (p + "fc2",), g, gelu.out_scale, g_bits)
-        fc2 = self.linears[p + "fc2"]
-        return fc2(A, x3), fc2.out_scale, fc2.out_bits
-
     # --- HF-compatible boundary -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, backend: str = "int", **_) -> BaseModelOutput:
@@ -376,25 +414,13 @@ class IntBertModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        A = INT if backend == "int" else SIM
-        if self.float_ops and A is INT:
-            raise IntegerOnlyError(f"ops {sorted(self.float_ops)} are replaced by float (ablate()); run with "
-                                   "backend='sim' or call ablate() with no ops")
-        h, s_h = self.integer_forward(A, input_ids, attention_mask, token_type_ids)
+        h, s_h = self.integer_forward(self._backend(backend), input_ids, attention_mask, token_type_ids)
         return BaseModelOutput(last_hidden_state=h.float() * s_h)
 
     @torch.no_grad()
     def calibrate(self, batches: list[dict[str, torch.Tensor]]) -> "IntBertModel":
         """Set every output scale with the float64 simulation over the calibration tokens (one padded batch)."""
-        ids, mask, types = _stack_batches(batches)
-        self.scales.clear()
-        self.smooth_alpha.clear()
-        self.plan.clear()
-        self.calibrating = True
-        try:
-            self.integer_forward(SIM, ids, mask, types)
-        finally:
-            self.calibrating = False
+        self._calibrate_with(self.integer_forward, *_stack_batches(batches))
         return self
 
 
