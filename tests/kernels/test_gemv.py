@@ -110,10 +110,11 @@ def test_dispatch_takes_the_gemv_and_dequant_paths(dev, preset, tokens, n, monke
     from lowbit.nn.qlinear import QuantLinear
     from lowbit.scheme import PRESETS
 
-    # small stand-in for the H100 rule (M = 1, N >= 8192) so the interpreter stays fast: N >= 32 here
+    # stand-in for the H100 rule (GEMV at M = 1), restricted to N >= 32 so both branches are exercised
     monkeypatch.setattr(dispatch, "use_gemv", lambda m, n_out: m == 1 and n_out >= 32)
+    monkeypatch.setattr(dispatch, "PERM_MIN_N", 32)  # N = 40 gets the permuted decode copy, N = 24 does not
     called = []
-    for fn in ("gemv_w4", "dequant_w4"):
+    for fn in ("gemv_w4", "gemv_w4_perm", "dequant_w4"):
         orig = getattr(dispatch, fn)
         monkeypatch.setattr(dispatch, fn, lambda *a, _o=orig, _n=fn, **kw: (called.append(_n), _o(*a, **kw))[1])
     s = PRESETS[preset]
@@ -123,9 +124,42 @@ def test_dispatch_takes_the_gemv_and_dequant_paths(dev, preset, tokens, n, monke
     y = dispatch.quant_linear_forward(q, x)
     ref = q.reference_forward(x).float()
     if tokens == 1 and n >= 32:
-        assert called == ["gemv_w4"]
+        assert called == ["gemv_w4_perm"]
+        assert q._lb_wp is not None and "_lb_wp" not in q.state_dict()
     elif tokens >= gemv.DEQUANT_M and s.activations is None:
         assert called == ["dequant_w4"]
     else:
         assert called == []  # the tensor-core qgemm path
     assert ((y.float() - ref).norm() / ref.norm()) < 2e-3
+
+
+@pytest.mark.parametrize("wname", sorted(W))
+@pytest.mark.parametrize("n,k,cfg", [(37, 448, (8, 2, 1, 1)), (40, 1024, (16, 2, 2, 2)), (24, 1600, (8, 1, 1, 4))])
+def test_permuted_gemv_matches_reference(dev, wname, n, k, cfg):
+    """The permuted layout: K padded to whole blocks of 8 groups (448, 1600 are not), split-K, every weight kind."""
+    from lowbit.kernels.gemv import gemv_w4_perm, permute_w4
+    qt, kind, b, x = _case(dev, 1, n, k, wname)
+    wp, sp, zp = permute_w4(qt.codes, qt.scale, qt.zero, 64)
+    assert wp.shape == (n, -(-k // 512) * 256)
+    dt = torch.float16
+    xd = x.to(dt).to(dev)
+    out = torch.full((1, n), float("nan"), dtype=dt, device=dev)
+    cnt = torch.zeros(8, dtype=torch.int32, device=dev)
+    y = gemv_w4_perm(xd, wp.to(dev), sp.to(dev), None if zp is None else zp.to(dev), b.to(dt).to(dev), kind, 64,
+                     n, k, dt, counters=cnt, config=cfg, out=out)
+    assert not cnt.any()
+    ref = reference.qgemm(xd.cpu(), None, None, qt, b.to(dt), torch.float32)
+    torch.testing.assert_close(y.float().cpu(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("afmt,akind", [("int8", _tl.INT8), ("fp8_e4m3", _tl.FP8)])
+def test_permuted_gemv_quantizes_the_token_like_act_quant(dev, afmt, akind):
+    from lowbit.kernels.gemv import gemv_w4_perm, permute_w4
+    qt, kind, b, x = _case(dev, 1, 45, 320, "fp4-m2")
+    x[0, 7] = 200.0
+    a, sa = reference.quantize_act(x, afmt)
+    wp, sp, zp = permute_w4(qt.codes, qt.scale, qt.zero, 64)
+    y = gemv_w4_perm(x.to(dev), wp.to(dev), sp.to(dev), None, b.to(dev), kind, 64, 45, 320, torch.float32,
+                     quantize=akind, config=(16, 2, 1, 1))
+    ref = reference.qgemm(a, sa, afmt, qt, b, torch.float32)
+    torch.testing.assert_close(y.cpu(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())

@@ -17,7 +17,8 @@ from torch import nn
 from lowbit.kernels import _tl
 from lowbit.kernels.act_quant import FORMATS as ACT_FORMATS
 from lowbit.kernels.act_quant import quantize_act
-from lowbit.kernels.gemv import A_CODES, DEQUANT_M, KINDS_4BIT, dequant_w4, gemv_w4, use_gemv
+from lowbit.kernels.gemv import (A_CODES, DEQUANT_M, KINDS_4BIT, PERM_MIN_N, dequant_w4, gemv_w4, gemv_w4_perm,
+                                 permute_w4, use_gemv)
 from lowbit.kernels.qgemm import qgemm
 from lowbit.nn import qlinear
 from lowbit.nn.qlinear import QuantLinear
@@ -89,6 +90,14 @@ def prepare(module: QuantLinear) -> Plan | None:
         else:
             sw = scale.contiguous()
             aux = module.zero.contiguous() if p.w_kind == _tl.UINT4 else None
+        if p.w_kind in KINDS_4BIT and p.mode != _tl.PER_CHANNEL and n >= PERM_MIN_N:
+            # decode copy in the permuted layout (gemv.permute_w4): + 1/4 of bf16 bytes of GPU memory per layer
+            wp, sp, zp = permute_w4(module.qweight, module.scale, module.zero, p.group)
+        else:
+            wp = sp = zp = None
+        module.register_buffer("_lb_wp", wp, persistent=False)
+        module.register_buffer("_lb_sp", sp, persistent=False)
+        module.register_buffer("_lb_zp", zp, persistent=False)
         module.register_buffer("_lb_sw", sw, persistent=False)
         module.register_buffer("_lb_aux", aux, persistent=False)
         module.register_buffer("_lb_cnt", torch.zeros(4 * triton_cdiv(n, 16), dtype=torch.int32,
@@ -153,6 +162,10 @@ def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | 
     if use_gemv(m, module.out_features) and p.a_kind in A_CODES:
         # W4A8 decode: the GEMV quantizes the token itself (same codes as act_quant, one launch fewer)
         static = module.act_scale if p.a_fmt is not None and module.act_spec.granularity == "tensor" else None
+        if m == 1 and module._lb_wp is not None:
+            return torch.ops.lowbit.gemv_w4_perm(x2, module._lb_wp, module._lb_sp, module._lb_zp, module.bias,
+                                                 module._lb_cnt, static, p.a_kind, p.w_kind, p.group,
+                                                 module.out_features, module.in_features, x2.dtype)
         return torch.ops.lowbit.gemv_w4(x2, module.qweight, module.scale, module.zero, module.bias, module._lb_cnt,
                                         static, p.a_kind, p.w_kind, p.group, module.out_features,
                                         module.in_features, x2.dtype)
@@ -204,6 +217,20 @@ def _gemv_w4_op(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, zero: t
 @_gemv_w4_op.register_fake
 def _(x, w, w_scale, zero, bias, counters, static_scale, a_kind, w_kind, group, n, k, out_dtype):
     return x.new_empty((x.shape[0], n), dtype=out_dtype)
+
+
+@torch.library.custom_op("lowbit::gemv_w4_perm", mutates_args=())
+def _gemv_w4_perm_op(x: torch.Tensor, wp: torch.Tensor, sp: torch.Tensor, zp: torch.Tensor | None,
+                     bias: torch.Tensor | None, counters: torch.Tensor | None, static_scale: torch.Tensor | None,
+                     a_kind: int, w_kind: int, group: int, n: int, k: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """One token on the permuted weight copy; a_kind INT8/FP8 quantizes it inside the GEMV."""
+    return gemv_w4_perm(x, wp, sp, zp, bias, w_kind, group, n, k, out_dtype, counters=counters, quantize=a_kind,
+                        static_scale=static_scale)
+
+
+@_gemv_w4_perm_op.register_fake
+def _(x, wp, sp, zp, bias, counters, static_scale, a_kind, w_kind, group, n, k, out_dtype):
+    return x.new_empty((1, n), dtype=out_dtype)
 
 
 @torch.library.custom_op("lowbit::dequant_w4", mutates_args=())

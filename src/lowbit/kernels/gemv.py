@@ -1,13 +1,12 @@
-"""Decode-size GEMV for packed 4-bit group-wise weights (W4A16, and W4A8 on already quantized activations).
+"""Decode-size GEMV for packed 4-bit group-wise weights (W4A16, and W4A8 with the token quantized in-kernel).
 
-y (M, N) = (x * s_x) (M, K) @ (W codes * group scale).T + bias, for M <= 16 (dispatch: see use_gemv).
+y (M, N) = (x * s_x) (M, K) @ (W codes * group scale).T + bias, on CUDA cores (no M padding to a tensor-core tile).
 
-Why a separate kernel: at decode the layer is a weight stream (N*K/2 bytes); a tensor-core tile pads M to 16
-and the split-K reduction adds a workspace round trip. Measured on the H100 it reaches only 515-740 GB/s (the
-per-group reductions over reshaped tiles cost layout conversions), so dispatch uses it only where it won. Here each program owns BN output rows for the whole K,
-reads GPS groups of packed bytes per step, decodes nibbles with a few integer ops, and reduces on CUDA cores
-(FMA into float32), so the cost is the bytes. The stored bf16 group scales are used as they are (for
-ZeroQuant-FP M2 weights they already equal row scale * 2^-k), so this kernel needs no prepared buffers.
+Two kernels. `gemv_w4_perm` (M = 1, the decode path of dispatch for N >= PERM_MIN_N) reads a GPU-side copy of the
+weights re-packed by `permute_w4` so that, for each nibble position, a word-row of a step needs one contiguous
+vector of activations and one scale per row (H100: 1.72-1.82x bf16 cuBLAS at 4096/11008-wide layers, ~1.2 TB/s).
+`gemv_w4` reads the stored layout directly (any M <= 16; split-K for narrow layers). Both decode nibbles with
+bit tricks (no int->float converts) and accumulate element-wise in float32 with one reduction at the end.
 
 `dequant_w4` writes the dequantized weight (N, K) in bf16/fp16 for the prefill path of weight-only layers,
 where cuBLAS then runs the GEMM (one memory-bound pass of 2.5 bytes per weight, against re-decoding nibbles in
@@ -226,6 +225,145 @@ def gemv_w4(x: torch.Tensor, x_scale: torch.Tensor | None, a_kind: int, w: torch
         A_KIND=a_kind, AQ=quantize, AQ_MAX=AQ_KINDS.get(quantize, 1.0), STATIC=static_scale is not None,
         W_KIND=w_kind, GROUP=group, BM=bm, BN=bn, BK8=bk8, HAS_SX=x_scale is not None,
         HAS_BIAS=bias is not None, EVEN_K=(k // 8) % bk8 == 0, num_warps=warps, num_stages=stages)
+    return out
+
+
+# --- M = 1 on a GPU-side permuted copy of the weights ---------------------------------------------------------
+# In the stored layout a word holds 8 consecutive weights, so the kernel above reads the 8 matching activations
+# with 8 strided scalar loads per word. `permute_w4` re-packs each block of 8 groups of a row (8 * G weights) so
+# that word j of the block holds weight t * G + j of the block in nibble t: for a fixed t the G words of a step
+# need the G *consecutive* activations of group t (one vector load shared by all rows) and one scale per row.
+
+
+def permute_w4(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, group: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(N, K/2) packed codes -> the permuted layout, K padded to a multiple of 8 * group with code 0 and scale 0
+    (padding contributes exactly 0). Returns (packed (N, Kp/2) uint8, scales (N, Kp/group), zeros or None)."""
+    from lowbit.formats.pack import pack_nibbles, unpack_nibbles
+
+    n, k = codes.shape[0], codes.shape[1] * 2
+    kp = -(-k // (8 * group)) * 8 * group
+    nib = unpack_nibbles(codes, signed=False)  # (N, K) 0..15
+    nib = torch.nn.functional.pad(nib, (0, kp - k))
+    nib = nib.reshape(n, kp // (8 * group), 8, group).transpose(2, 3).reshape(n, kp)  # word j, nibble t
+    g = k // group
+    sp = torch.zeros((n, kp // group), dtype=scale.dtype, device=scale.device)
+    sp[:, :g] = scale
+    zp = None
+    if zero is not None:
+        zp = torch.zeros((n, kp // group), dtype=zero.dtype, device=zero.device)
+        zp[:, :g] = zero
+    return pack_nibbles(nib).contiguous(), sp, zp
+
+
+@triton.jit
+def _gemv_perm_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr, N, K, KP, SPLIT,
+                      stride_wn, stride_sn, stride_zn,
+                      AQ: tl.constexpr, AQ_MAX: tl.constexpr, STATIC: tl.constexpr, W_KIND: tl.constexpr,
+                      G: tl.constexpr, BN: tl.constexpr, HAS_BIAS: tl.constexpr, XBLK: tl.constexpr):
+    """One token: y[n] = sum_k x[k] w[n, k] on the permuted layout (see permute_w4); split-K as _gemv_kernel."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    rn = (offs_n % N).to(tl.int64)
+    steps = KP // (8 * G)
+    per = tl.cdiv(steps, SPLIT)
+    s_lo = pid_k * per
+    s_hi = tl.minimum(s_lo + per, steps)
+    j = tl.arange(0, G)
+    if AQ != 0:
+        if STATIC:
+            sq = tl.load(sx_ptr).to(tl.float32)
+        else:
+            amax = tl.zeros((XBLK,), tl.float32)
+            for k0 in range(0, K, XBLK):
+                kk = k0 + tl.arange(0, XBLK)
+                amax = tl.maximum(amax, tl.abs(tl.load(x_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)))
+            sq = tl.math.div_rn(tl.max(amax, 0), AQ_MAX)
+            sq = tl.where(sq > 1e-12, sq, 1.0)
+    w_rows = w_ptr + rn[:, None] * stride_wn
+    acc = tl.zeros((BN, G), tl.float32)
+    for s in range(s_lo, s_hi):
+        wv = tl.load(w_rows + (s * G + j)[None, :])  # (BN, G) int32 words; the copy is padded: no mask
+        for t in tl.static_range(8):
+            grp = s * 8 + t
+            st = tl.load(sw_ptr + rn * stride_sn + grp).to(tl.float32)  # (BN,)
+            if W_KIND == 5:
+                off = tl.load(z_ptr + rn * stride_zn + grp).to(tl.float32)[:, None] + 8388608.0
+            elif W_KIND == 3:
+                off = 8388616.0
+            else:
+                off = 8388608.0
+            v = _nib_val((wv >> (4 * t)) & 0xF, off, W_KIND)
+            kx = grp * G + j
+            xt = tl.load(x_ptr + kx, mask=kx < K, other=0.0).to(tl.float32)  # (G,) one vector load
+            if AQ != 0:
+                xt = _aq_values(tl.math.div_rn(xt, sq), AQ)
+            acc += (v * xt[None, :]) * st[:, None]
+    y = tl.sum(acc, axis=1)  # (BN,)
+    if W_KIND == 4:
+        y = y * 16384.0
+    mask = offs_n < N
+    if SPLIT > 1:
+        tl.store(ws_ptr + pid_k * N + offs_n, y, mask=mask)
+        tl.debug_barrier()
+        tile = cnt_ptr + pid_n
+        last = tl.atomic_add(tile, 1, sem="acq_rel") == SPLIT - 1
+        if last:
+            y = tl.zeros((BN,), tl.float32)
+            for p in range(0, SPLIT):
+                y += tl.load(ws_ptr + p * N + offs_n, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(tile, 0)
+    else:
+        last = pid_k == 0
+    if last:
+        if AQ != 0:
+            y = y * sq
+        if HAS_BIAS:
+            y = y + tl.load(bias_ptr + rn).to(tl.float32)
+        tl.store(out_ptr + offs_n, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+PERM_MIN_N = 1536  # below, the stored-layout GEMV with split-K won (768x3072: 4.0 vs 4.3 us)
+
+
+def perm_config(n: int, k: int) -> tuple[int, int, int, int]:
+    """(BN, num_warps, num_stages, split) of the permuted-layout GEMV, from the H100 sweep
+    (benchmarks/tune_gemv_perm.py, 72 configs per shape): 8 warps, no split; more rows per program for wide layers."""
+    if k < 1024:
+        return (4, 2, 2, 1)
+    return (32, 8, 2, 1) if n >= 8192 else (16, 8, 2, 1)
+
+
+def gemv_w4_perm(x: torch.Tensor, wp: torch.Tensor, sp: torch.Tensor, zp: torch.Tensor | None,
+                 bias: torch.Tensor | None, w_kind: int, group: int, n: int, k: int, out_dtype: torch.dtype,
+                 counters: torch.Tensor | None = None, quantize: int = 0, static_scale: torch.Tensor | None = None,
+                 config: tuple[int, int, int, int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """y (1, N) for one token x (1, K) float, on weights from `permute_w4` (quantize / static_scale as gemv_w4)."""
+    if x.shape[0] != 1:
+        raise ValueError(f"gemv_w4_perm handles one token, got {x.shape[0]}")
+    kp = wp.shape[1] * 2
+    if kp % (8 * group) or kp < k or wp.shape[0] != n or sp.shape != (n, kp // group):
+        raise ValueError(f"gemv_w4_perm: weights {tuple(wp.shape)} / scales {tuple(sp.shape)} are not a permuted "
+                         f"copy for N={n}, K={k}, group={group} (use permute_w4)")
+    if quantize and quantize not in AQ_KINDS:
+        raise ValueError("gemv_w4_perm: in-kernel quantization takes int8 or fp8 codes")
+    if out is None:
+        out = torch.empty((1, n), dtype=out_dtype, device=x.device)
+    bn, warps, stages, split = config or perm_config(n, k)
+    split = max(1, min(split, kp // (8 * group)))
+    if counters is None or counters.numel() < triton.cdiv(n, bn):
+        split = 1
+    x = x.contiguous()
+    ws = torch.empty((split, n), dtype=torch.float32, device=x.device) if split > 1 else out
+    dummy = sp
+    _gemv_perm_kernel[(triton.cdiv(n, bn), split)](
+        x, static_scale if static_scale is not None else dummy, wp.view(torch.int32), sp,
+        zp if zp is not None else dummy, bias if bias is not None else dummy, out, ws,
+        counters if counters is not None else dummy, n, k, kp, split, wp.stride(0) // 4, sp.stride(0),
+        zp.stride(0) if zp is not None else 0, AQ=quantize, AQ_MAX=AQ_KINDS.get(quantize, 1.0),
+        STATIC=static_scale is not None, W_KIND=w_kind, G=group, BN=bn, HAS_BIAS=bias is not None,
+        XBLK=min(triton.next_power_of_2(k), 2048), num_warps=warps, num_stages=stages)
     return out
 
 
