@@ -5,7 +5,11 @@ allocation differs. Sensitivity loss: MSE between the model's mean-pooled senten
 ones on 32 calibration sentences (its Hessian at the reference is 2 JᵀJ). Metrics on held-out SST sentences:
 mean embedding cosine to FP32 and the accuracy of the FP32-fitted logistic probe.
 
-    .venv/bin/python benchmarks/mixed_minilm.py --ratios 0.25,0.5 --probes 32
+    .venv/bin/python benchmarks/mixed_minilm.py --ratios 0.1,0.25,0.5,0.75 --probes 16 --n-eval 500 \
+        --random-seeds 2 --plot runs/mixed_pareto.png
+
+Every budget ratio gives one ILP plan and `--random-seeds` random plans within the same bytes; the uniform W4
+and W8 plans are the frontier's ends. Prints the table (lowbit.mixed.frontier) that BENCHMARKS.md shows.
 """
 import argparse
 import copy
@@ -18,7 +22,7 @@ import torch.nn.functional as F
 from lowbit.api import quantize
 from lowbit.data import load_labelled, load_model
 from lowbit.eval import embedding_cosine, probe_accuracy, sentence_embeddings, train_probe
-from lowbit.mixed.ilp import budget_limit, evaluate, random_plan, solve
+from lowbit.mixed.frontier import frontier, frontier_table, parse_ratios, plot_frontier
 from lowbit.mixed.plan import plan_mixed, to_scheme
 from lowbit.scheme import QuantSpec, Scheme
 
@@ -32,6 +36,7 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=32)
     ap.add_argument("--n-eval", type=int, default=2000)
     ap.add_argument("--random-seeds", type=int, default=3)
+    ap.add_argument("--plot", default=None, help="save the cosine-vs-size frontier plot here (e.g. runs/...png)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -57,25 +62,19 @@ def main() -> None:
         return {"cosine": embedding_cosine(m, ref, tok, texts, progress=False),
                 "probe_acc": probe_accuracy(m, tok, probe, texts, labels, progress=False)}
 
-    res = {"fp32": {"cosine": 1.0, "probe_acc": probe_accuracy(fp, tok, probe, texts, labels, progress=False)},
-           "uniform_w4": score(W4), "uniform_w8": score(W8)}
-    print(json.dumps(res), flush=True)
-    first = None
-    for r in [float(x) for x in args.ratios.split(",")]:
-        if first is None:
-            first = plan_mixed(fp, [W4, W8], {"size": r}, loss, n_probes=args.probes)
-            print(first.table(), flush=True)
-        lim = budget_limit(first.costs["size"], r)
-        sol = solve(first.omega, first.costs, {"size": lim})
-        row = {"ratio": r, "limit_bytes": lim, "ilp": {**score(to_scheme(first.names, first.schemes, sol.choice)),
-                                                         "bytes": sol.costs["size"], "omega": sol.objective}}
-        for s in range(args.random_seeds):
-            ch = random_plan(first.costs, {"size": lim}, seed=s)
-            ev = evaluate(ch, first.omega, first.costs)
-            row[f"random{s}"] = {**score(to_scheme(first.names, first.schemes, ch)), "bytes": ev.costs["size"],
-                                 "omega": ev.objective}
-        res[f"size={r}"] = row
-        print(json.dumps(row), f"{time.time() - t0:.0f}s", flush=True)
+    res = {"fp32": {"cosine": 1.0, "probe_acc": probe_accuracy(fp, tok, probe, texts, labels, progress=False)}}
+    ratios = parse_ratios(args.ratios)
+    plan = plan_mixed(fp, [W4, W8], {"size": ratios[0]}, loss, n_probes=args.probes)
+    print(plan.table(), flush=True)
+    points = frontier(plan.omega, plan.costs, "size", ratios, [W4.name, W8.name], random_seeds=args.random_seeds)
+    for i, p in enumerate(points):
+        points[i] = p.with_metrics(score(to_scheme(plan.names, plan.schemes, p.choice)))
+        res[p.label] = {**points[i].metrics, **points[i].costs, "omega": p.objective, "ratio": p.ratio}
+        print(p.label, json.dumps(res[p.label]), f"{time.time() - t0:.0f}s", flush=True)
+    print(frontier_table(points, ["cosine", "probe_acc"]))
+    if args.plot:
+        print("plot:", plot_frontier(points, "size", "cosine", args.plot, "MiniLM: HAWQ-V3 ILP vs uniform / random "
+                                     "(W4/W8 per-channel)"))
     res["wall_s"] = round(time.time() - t0)
     print(json.dumps(res))
 
