@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from lowbit.mixed.ilp import PlanError, brute_force, budget_limit, pareto, random_plan, solve
+from lowbit.mixed.frontier import frontier
+from lowbit.mixed.ilp import PlanError, brute_force, budget_limit, random_plan, solve
 
 
 def _instance(seed, n=6, f=3):
@@ -33,9 +34,10 @@ def test_ilp_matches_brute_force(seed, ratio):
 def test_budget_limit_and_pareto_are_monotone():
     omega, costs = _instance(0)
     assert budget_limit(costs["size"], 0) == pytest.approx(float(costs["size"].min(1).values.sum()))
-    rows = pareto(omega, costs, "size")
-    objs = [r["objective"] for r in rows]
-    assert objs == sorted(objs, reverse=True) and rows[-1]["objective"] == pytest.approx(float(omega.min(1).values.sum()))
+    rows = [p for p in frontier(omega, costs, "size", (0, .25, .5, .75, 1), [str(j) for j in range(omega.shape[1])])
+            if p.kind == "ilp"]
+    objs = [r.objective for r in rows]
+    assert objs == sorted(objs, reverse=True) and rows[-1].objective == pytest.approx(float(omega.min(1).values.sum()))
 
 
 def test_random_plan_meets_budget():

@@ -125,14 +125,3 @@ def random_plan(costs: dict[str, torch.Tensor], budgets: dict[str, float], ties=
     if not len(ok):
         raise PlanError(f"no random assignment met the budgets {budgets} in {tries} samples")
     return tuple(int(c) for c in choice[ok[np.argmin(slack[ok])]])
-
-
-def pareto(omega: torch.Tensor, costs: dict[str, torch.Tensor], cost: str, ratios=(0, .25, .5, .75, 1),
-           ties=()) -> list[dict]:
-    """Rows {ratio, limit, objective, <costs>, choice} of the ILP optimum along one budget."""
-    rows = []
-    for r in ratios:
-        lim = budget_limit(costs[cost], r)
-        s = solve(omega, costs, {cost: lim}, list(ties))
-        rows.append({"ratio": r, "limit": lim, "objective": s.objective, **s.costs, "choice": s.choice})
-    return rows
