@@ -38,9 +38,8 @@ class IntViTModel(IntEncoder):
         vit = getattr(model, "vit", model)
         cfg = vit.config
         emb = vit.embeddings
+        super().__init__(cfg, config, (cfg.image_size // cfg.patch_size) ** 2 + 1)  # patches + CLS
         self.patch = cfg.patch_size
-        n_patches = (cfg.image_size // cfg.patch_size) ** 2
-        super().__init__(cfg, config, n_patches + 1)
         conv = emb.patch_embeddings.projection
         self.float_linears["patch"] = (conv.weight.detach().reshape(conv.out_channels, -1), conv.bias.detach())
         self.cls_pos = (emb.cls_token.detach()[0, 0] + emb.position_embeddings.detach()[0, 0],  # (H,)
