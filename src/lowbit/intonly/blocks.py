@@ -1,15 +1,17 @@
-"""Integer-only BERT-family encoder (I-BERT / I-ViT dataflow, PAPERS.md §5-6) built from a lowbit model.
+"""Integer-only BERT-family encoder (I-BERT / I-ViT dataflow, PAPERS.md §5-6) built from a lowbit or float model.
 
 Dataflow of one (post-LN) BERT layer; ``rq`` is a dyadic requantization, ``[b]`` a b-bit integer:
 
-    h[16] ─rq→ x[8] ─GEMM→ q,k,v[32] ─rq→ [8] ─QKᵀ→ [32] ─rq (1/√d folded)→ s[8] ─Shiftmax→ p[7]
+    h[16] ─rq→ x[8] ─GEMM→ q,k,v[32] ─rq→ [8] ─QKᵀ→ [32] ─rq (1/√d folded)→ s[8|16] ─Shiftmax→ p[7]
       p·v[32] ─rq→ [8] ─GEMM(o)→ [32] ─rq→ [16] + rq(h)[16] ─I-LN→ h'[16] ─rq→ [8] ─GEMM(fc1)→ [32]
-      ─rq→ [8] ─ShiftGELU→ ─rq→ [8] ─GEMM(fc2)→ [32] ─rq→ [16] + rq(h')[16] ─I-LN→ h''[16]
+      ─rq→ [16] ─ShiftGELU→ ─rq→ [8] ─GEMM(fc2)→ [32] ─rq→ [16] + rq(h')[16] ─I-LN→ h''[16]
 
 Embeddings: int8 tables with one scale per row; word + position + type are requantized (per-row dyadic,
 gathered by id) to one 16-bit scale and added, then I-LN. GEMMs take int8 codes and INT32 bias
 ``round(b / (S_x S_w))``; weights and linear-input scales come from the lowbit model
-(:data:`INTONLY_SCHEME`: int8 per-channel weights, int8 per-tensor static activations). The other scales
+(:data:`INTONLY_SCHEME`: int8 per-channel weights, int8 per-tensor static activations) or, for float
+``nn.Linear`` layers, are set here (MSE input scale; with ``IntConfig.smooth`` a SmoothQuant factor per input
+channel inside the requantization, the most accurate configuration: BENCHMARKS.md, issue-7 section). The other scales
 (GEMM outputs, scores, residual sums, LayerNorm outputs) are calibrated here with the quantized graph in the
 loop: one pass of the float64 simulation over the calibration tokens sets each scale from the values that
 reach it (max |x|, or a percentile).
