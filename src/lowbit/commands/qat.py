@@ -25,7 +25,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--scale-lr", type=float, default=1e-3)
-    p.add_argument("--schedule", default="joint", help="joint | two-stage | layerwise (default joint)")
+    p.add_argument("--schedule", default="joint",
+                   help="joint | two-stage | layerwise (default joint; on W4A4 MiniLM, 300 steps, two-stage and joint "
+                        "were within the noise of each other over two seeds, BENCHMARKS.md issue 5)")
     p.add_argument("--max-len", type=int, default=64, help="tokens per sentence (default 64)")
     p.add_argument("--prune-heads", type=float, default=0.0, help="share of attention heads removed per layer")
     p.add_argument("--prune-ffn", type=float, default=0.0, help="share of FFN neurons removed per layer")
