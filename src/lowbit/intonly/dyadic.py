@@ -93,7 +93,38 @@ def bits_for(bound: float) -> int:
     return max(1, math.ceil(math.log2(float(bound) + 1)))
 
 
-class IntArith:
+class _Composite:
+    """The composite steps of the integer graph, each written as its parts. A kernel backend
+    (:class:`lowbit.intonly.backend.KernelArith`) runs each as one fused kernel with the same result."""
+
+    def rq(self, z: torch.Tensor, m: Dyadic, bias: torch.Tensor | None, bits: int) -> torch.Tensor:
+        """requant, clamped to a signed bits-bit code."""
+        lo, hi = qrange(bits)
+        return torch.clamp(self.requant(z, m, bias), lo, hi)
+
+    def rq_sum(self, terms: list[tuple[torch.Tensor, Dyadic]], bits: int) -> torch.Tensor:
+        """Each term requantized to bits + 1, summed, clamped to bits (the residual add)."""
+        lo, hi = qrange(bits)
+        return torch.clamp(sum(self.rq(z, m, None, bits + 1) for z, m in terms), lo, hi)
+
+    def linear(self, x: torch.Tensor, codes: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """int8 codes x (…, K) times weight codes (N, K)ᵀ plus INT32 bias."""
+        return self.matmul(x, self.tensor(codes).t()) + self.tensor(bias)
+
+    def softmax(self, op, z: torch.Tensor, m: Dyadic, bits: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """Scores z requantized to bits, then the integer softmax ``op``."""
+        return op(self, self.rq(z, m, None, bits), mask)
+
+    def gelu_rq(self, op, x: torch.Tensor, m: Dyadic, bits: int) -> torch.Tensor:
+        """The integer GELU ``op`` of x, requantized to bits."""
+        return self.rq(op(self, x), m, None, bits)
+
+    def layernorm(self, ln, x: torch.Tensor, m: Dyadic, bias: torch.Tensor, bits: int) -> torch.Tensor:
+        """I-LayerNorm's core and its affine requantization."""
+        return self.rq(ln.core(self, x), m, self.tensor(bias), bits)
+
+
+class IntArith(_Composite):
     """Integer-only backend: int64 tensors; multiply, add, shift, compare. No division, no float."""
 
     name = "int"
@@ -149,7 +180,7 @@ class IntArith:
         return torch.matmul(a, b)
 
 
-class SimArith:
+class SimArith(_Composite):
     """float64 simulation of the same arithmetic with floor / true division (I-ViT's PyTorch formulation)."""
 
     name = "sim"

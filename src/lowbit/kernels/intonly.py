@@ -1,0 +1,266 @@
+"""Integer-only kernels (issue 7): the dyadic requantization and I-ViT's nonlinearities, each fused with the
+requantization around it.
+
+Every kernel repeats the torch integer backend (:class:`lowbit.intonly.dyadic.IntArith` running
+:mod:`lowbit.intonly.ops`) step for step — the same shifts, multiplies, adds, compares and the same restoring
+long division (no divide instruction, no float) — so outputs are bit-exact with it (tests/intonly/test_kernels.py,
+under TRITON_INTERPRET=1). Values are int64 inside the kernels (shift exponentials and the I-LayerNorm product
+reach 2^52, as on the torch path); in memory they are int8 / int32.
+
+* :func:`requant` — ``clamp(round_half_up((z * b + bias) / 2^c))`` per output channel; optionally the sum of two
+  such terms (the 16-bit residual add, ``IntEncoder._rq_sum``).
+* :func:`shiftmax` — scores (INT32) -> requantized to score_bits -> Shiftmax -> int8 probabilities.
+* :func:`shift_gelu` — ShiftGELU -> requantized (per channel) to the int8 input of FC2.
+* :func:`layernorm` — I-LayerNorm (integer mean, Newton square root, one reciprocal) and its affine requant.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
+
+
+@triton.jit
+def _floordiv(a, b, ABITS: tl.constexpr, QBITS: tl.constexpr):
+    """floor(a / b) for 0 <= a < 2^ABITS, b >= 1 (int64): IntArith.floordiv's restoring division, same steps.
+    QBITS < ABITS: the caller proved a < b * 2^QBITS, so only QBITS quotient bits are produced."""
+    q = a * 0 + b * 0
+    if QBITS < ABITS:
+        r = a + b * 0
+        for j in range(QBITS):
+            t = b << (QBITS - 1 - j)
+            ge = (r >= t).to(tl.int64)
+            r = r - t * ge
+            q = q | (ge << (QBITS - 1 - j))
+    else:
+        r = q
+        for j in range(ABITS):
+            r = (r << 1) | ((a >> (ABITS - 1 - j)) & 1)
+            ge = (r >= b).to(tl.int64)
+            r = r - b * ge
+            q = q | (ge << (ABITS - 1 - j))
+    return q
+
+
+@triton.jit
+def _shift(v, s):
+    """floor(v * 2^s) for an integer tensor s (IntArith.shift)."""
+    return tl.where(s >= 0, v << tl.maximum(s, 0), v >> tl.maximum(-s, 0))
+
+
+@triton.jit
+def _requant(acc, c):
+    """round_half_up(acc / 2^c) = (acc + 2^(c-1)) >> c (IntArith.requant after the multiply-add)."""
+    return (acc + ((c * 0 + 1) << (c - 1))) >> c
+
+
+@triton.jit
+def _shift_exp(x, X0: tl.constexpr, N: tl.constexpr, ABITS: tl.constexpr, QBITS: tl.constexpr):
+    """I-ViT's shift exponential of x <= 0 (ops.ShiftExp.__call__)."""
+    x = x + (x >> 1) - (x >> 4)  # x * 1.4375: to base 2
+    x = tl.maximum(x, N * X0)
+    q = _floordiv(-x, tl.full((), -X0, tl.int64), ABITS, QBITS)  # in [0, N]
+    r = x - X0 * q
+    return tl.maximum(_shift(r - 2 * X0, N - 1 - q), 0)
+
+
+@triton.jit
+def _tile(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_M, 1) row and (1, BLOCK_N) column indices of a tile and its in-bounds mask."""
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    return rows, cols, (rows < M) & (cols < N)
+
+
+@triton.jit
+def _rq_kernel(z_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, stride_z, stride_z2, stride_out,
+               LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr,
+               HAS_BIAS: tl.constexpr, TWO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
+    cok = cols < N
+    z = tl.load(z_ptr + rows * stride_z + cols, mask=ok, other=0).to(tl.int64)
+    acc = z * tl.load(b_ptr + cols, mask=cok, other=0)
+    if HAS_BIAS:
+        acc = acc + tl.load(bias_ptr + cols, mask=cok, other=0)
+    v = _requant(acc, tl.load(c_ptr + cols, mask=cok, other=1))
+    if TWO:  # residual add: each term clamped to LO1..HI1 (bits + 1), the sum to LO..HI
+        z2 = tl.load(z2_ptr + rows * stride_z2 + cols, mask=ok, other=0).to(tl.int64)
+        v2 = _requant(z2 * tl.load(b2_ptr + cols, mask=cok, other=0), tl.load(c2_ptr + cols, mask=cok, other=1))
+        v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
+    v = tl.minimum(tl.maximum(v, LO), HI)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _shiftmax_kernel(z_ptr, rq_ptr, mask_ptr, out_ptr, T, ROWS, stride_zb, stride_z, stride_mask, stride_ob,
+                     stride_out, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
+                     EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, OUT_BITS: tl.constexpr,
+                     DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_T: tl.constexpr):
+    # grid (row tiles, batch): rows of one batch share its key mask, and no index is divided
+    batch = tl.program_id(1).to(tl.int64)
+    rows, cols, ok = _tile(tl.program_id(0), 0, ROWS, T, BLOCK_M, BLOCK_T)
+    z = tl.load(z_ptr + batch * stride_zb + rows * stride_z + cols, mask=ok, other=0).to(tl.int64)
+    x = _requant(z * tl.load(rq_ptr), tl.load(rq_ptr + 1))  # scores -> score_bits (IntEncoder._rq)
+    x = tl.minimum(tl.maximum(x, LO), HI)
+    if HAS_MASK:
+        keep = tl.load(mask_ptr + batch * stride_mask + cols, mask=cols < T, other=0).to(tl.int64)
+        x = tl.where(keep > 0, x, -(1 << 40))
+    x = x - tl.max(tl.where(cols < T, x, -(1 << 62)), 1)[:, None]
+    e = _shift_exp(x, X0, N, EXP_ABITS, EXP_QBITS)
+    if HAS_MASK:
+        e = e * keep
+    e = tl.where(cols < T, e, 0)
+    total = tl.sum(e, 1)[:, None]
+    p = _floordiv((e << (OUT_BITS + 1)) + total, 2 * total, DIV_ABITS, OUT_BITS + 1)  # round(e 2^k / total)
+    p = tl.minimum(p, (1 << OUT_BITS) - 1)
+    tl.store(out_ptr + batch * stride_ob + rows * stride_out + cols, p.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _shift_gelu_kernel(x_ptr, b_ptr, c_ptr, out_ptr, M, N, stride_x, stride_out, LO: tl.constexpr,
+                       HI: tl.constexpr, X0: tl.constexpr, N_EXP: tl.constexpr, EXP_ABITS: tl.constexpr,
+                       EXP_QBITS: tl.constexpr, E0: tl.constexpr, OUT_BITS: tl.constexpr, DIV_ABITS: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
+    x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0).to(tl.int64)
+    e = _shift_exp(-tl.abs(x), X0, N_EXP, EXP_ABITS, EXP_QBITS)
+    s = _floordiv(e << (OUT_BITS - 1), e + E0, DIV_ABITS, OUT_BITS)  # sigmoid(-1.702|x|) 2^(k-1)
+    g = x * tl.where(x >= 0, (1 << (OUT_BITS - 1)) - s, s)
+    b = tl.load(b_ptr + cols, mask=cols < N, other=0)
+    v = _requant(g * b, tl.load(c_ptr + cols, mask=cols < N, other=1))
+    v = tl.minimum(tl.maximum(v, LO), HI)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, stride_out, LO: tl.constexpr,
+                      HI: tl.constexpr, SBITS: tl.constexpr, VBITS: tl.constexpr, ITERATIONS: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    rows, cols, ok = _tile(tl.program_id(0), 0, M, C, BLOCK_M, BLOCK_C)
+    x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0).to(tl.int64)
+    two_c = tl.full((BLOCK_M, 1), 2, tl.int64) * C
+    a = 2 * tl.sum(x, 1)[:, None] + C  # round(total / C) half up = floor((2 total + C) / 2C), signed
+    neg = a < 0
+    q = _floordiv(tl.where(neg, two_c - 1 - a, a), two_c, SBITS + 3, SBITS + 3)
+    y = tl.where(cols < C, x - tl.where(neg, -q, q), 0)
+    var = tl.sum(y * y, 1)[:, None]
+    k = tl.full((BLOCK_M, 1), 1 << 16, tl.int64)
+    for _ in range(ITERATIONS):  # Newton: k <- floor((k + floor(var / k)) / 2)
+        k = (k + _floordiv(var, k, VBITS, VBITS)) >> 1
+    k = tl.maximum(k, 1)
+    factor = _floordiv(tl.full((BLOCK_M, 1), (1 << 31) - 1, tl.int64), k, 31, 31)
+    core = (y * factor) >> 1  # unit variance times 2^30 / sqrt(C)
+    acc = core * tl.load(b_ptr + cols, mask=cols < C, other=0) + tl.load(bias_ptr + cols, mask=cols < C, other=0)
+    v = tl.minimum(tl.maximum(_requant(acc, tl.load(c_ptr + cols, mask=cols < C, other=1)), LO), HI)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+# --- launchers --------------------------------------------------------------------------------------------------
+def out_dtype(bits: int) -> torch.dtype:
+    """int8 for codes that feed a GEMM, int32 otherwise (int16 sums would overflow in the torch glue)."""
+    return torch.int8 if bits <= 8 else torch.int32
+
+
+def channel_dyadic(m: Dyadic, n: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(b, c) as contiguous int64 (n,) vectors, or None when m is not per-tensor or per-last-channel."""
+    if m.b.dim() > 1 or m.b.numel() not in (1, n) or m.c.dim() > 1 or m.c.numel() not in (1, n):
+        return None
+    return tuple(t.to(device=device, dtype=torch.int64).reshape(-1).expand(n).contiguous() for t in (m.b, m.c))
+
+
+def _block_m(block_n: int) -> int:
+    """Rows per program: tiles of about 4096 int64 values (one row of a 4096-wide tensor, 32 rows of 128)."""
+    return max(1, min(64, 4096 // block_n))
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    x = x.reshape(-1, x.shape[-1])
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def requant(z: torch.Tensor, m: Dyadic, bits: int, bias: torch.Tensor | None = None,
+            term2: tuple[torch.Tensor, Dyadic] | None = None) -> torch.Tensor | None:
+    """clamp(round_half_up((z * b + bias) / 2^c), qrange(bits)) over the last dim of z; with ``term2 = (z2, m2)``,
+    clamp(clamp(rq(z), bits+1) + clamp(rq(z2), bits+1), bits). None when the shapes are outside the kernel's
+    (multipliers not per tensor / per last-dim channel, or z2 shaped unlike z): the caller takes the torch path."""
+    n = z.shape[-1]
+    bc = channel_dyadic(m, n, z.device)
+    bc2 = channel_dyadic(term2[1], n, z.device) if term2 is not None else bc
+    if bc is None or bc2 is None or (term2 is not None and term2[0].shape != z.shape) \
+            or (bias is not None and bias.numel() != n):
+        return None
+    z2d = _rows(z)
+    z2 = _rows(term2[0]) if term2 is not None else z2d
+    out = torch.empty(z2d.shape, dtype=out_dtype(bits), device=z.device)
+    bias_t = bias.to(device=z.device, dtype=torch.int64).reshape(-1).contiguous() if bias is not None else bc[0]
+    lo, hi = qrange(bits)
+    lo1, hi1 = qrange(bits + 1)
+    block = min(1024, triton.next_power_of_2(n))
+    bm, rows = _block_m(block), z2d.shape[0]
+    grid = (triton.cdiv(rows, bm), triton.cdiv(n, block))
+    _rq_kernel[grid](z2d, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], out, rows, n, z2d.stride(0), z2.stride(0),
+                     out.stride(0), lo, hi, lo1, hi1, bias is not None, term2 is not None, bm, block)
+    return out.reshape(z.shape)
+
+
+def shiftmax(z: torch.Tensor, m: Dyadic, score_bits: int, op, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Probabilities (int8, scale 2^-out_bits) of INT32 scores z (B, H, Tq, T): requantize with the per-tensor
+    m to score_bits, then ``op`` (an ops.IntSoftmax with a ShiftExp). mask: None or (B, 1, 1, T) 0/1 keys.
+    None when the multiplier is not per tensor or the mask has another shape (torch path)."""
+    b, h, tq, t = z.shape
+    if m.b.numel() != 1 or op.out_bits > 7 or (mask is not None and tuple(mask.shape) != (b, 1, 1, t)):
+        return None
+    rows = z.reshape(b, h * tq, t)
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    rq = torch.stack([m.b.reshape(()), m.c.reshape(())]).to(device=z.device, dtype=torch.int64)
+    keys = mask.reshape(b, t) if mask is not None else rq
+    out = torch.empty((b, h * tq, t), dtype=torch.int8, device=z.device)
+    e = op.exp
+    lo, hi = qrange(score_bits)
+    div_abits = bits_for(e.bound()) + op.out_bits + 2
+    block_t = max(16, triton.next_power_of_2(t))
+    bm = _block_m(block_t)
+    _shiftmax_kernel[(triton.cdiv(h * tq, bm), b)](
+        rows, rq, keys, out, t, h * tq, rows.stride(0), rows.stride(1), keys.stride(0), out.stride(0), out.stride(1),
+        lo, hi, e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, div_abits, mask is not None, bm, block_t)
+    return out.reshape(b, h, tq, t)
+
+
+def shift_gelu(x: torch.Tensor, op, m: Dyadic, bits: int) -> torch.Tensor | None:
+    """``op`` (ops.ShiftGELU) of x (..., N), requantized per channel by m to bits (the next linear's input)."""
+    n = x.shape[-1]
+    bc = channel_dyadic(m, n, x.device)
+    if bc is None:
+        return None
+    x2d = _rows(x)
+    out = torch.empty(x2d.shape, dtype=out_dtype(bits), device=x.device)
+    e, e0 = op.exp, op.exp.bound()
+    lo, hi = qrange(bits)
+    block = min(1024, triton.next_power_of_2(n))
+    bm, rows = _block_m(block), x2d.shape[0]
+    _shift_gelu_kernel[(triton.cdiv(rows, bm), triton.cdiv(n, block))](
+        x2d, bc[0], bc[1], out, rows, n, x2d.stride(0), out.stride(0), lo, hi, e.x0, e.n, bits_for(-e.n * e.x0),
+        bits_for(e.n), e0, op.out_bits, bits_for(e0) + op.out_bits, bm, block)
+    return out.reshape(x.shape)
+
+
+def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int) -> torch.Tensor | None:
+    """I-LayerNorm ``ln`` (ops.LayerNormInt) of x (..., C) and its affine requantization (m, bias per channel)."""
+    c = ln.channels
+    bc = channel_dyadic(m, c, x.device)
+    if bc is None or x.shape[-1] != c or bias.numel() != c:
+        return None
+    x2d = _rows(x)
+    out = torch.empty(x2d.shape, dtype=out_dtype(bits), device=x.device)
+    lo, hi = qrange(bits)
+    sbits = ln.in_bits + bits_for(c)
+    vbits = 2 * (ln.in_bits + 1) + bits_for(c)
+    bias = bias.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous()
+    block, rows = triton.next_power_of_2(c), x2d.shape[0]
+    bm = _block_m(block)
+    _layernorm_kernel[(triton.cdiv(rows, bm),)](x2d, bc[0], bc[1], bias, out, rows, c, x2d.stride(0), out.stride(0),
+                                                lo, hi, sbits, vbits, ln.iterations, bm, block)
+    return out.reshape(x.shape)
