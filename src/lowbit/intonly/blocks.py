@@ -134,7 +134,7 @@ class IntLinear:
         self.out_bits = bits_for(self.codes.shape[1] * 128 * 128 + int(self.bias.abs().max()))
 
     def __call__(self, A, x: torch.Tensor) -> torch.Tensor:
-        return A.matmul(x, A.tensor(self.codes).t()) + A.tensor(self.bias)  # (…, N) INT32
+        return A.linear(x, self.codes, self.bias)  # (…, N) INT32
 
 
 class IntEncoder(nn.Module):
@@ -161,12 +161,32 @@ class IntEncoder(nn.Module):
         self.smooth_alpha: dict[str, float | None] = {}  # chosen migration strength by first linear name
 
     def _backend(self, backend: str):
-        if backend not in ("int", "sim"):
-            raise IntegerOnlyError(f"backend must be 'int' (integer-only) or 'sim' (float64 twin), got {backend!r}")
-        if self.float_ops and backend == "int":
+        """'int': the integer graph — fused kernels on a CUDA model, the torch integer code on the CPU;
+        'kernel': the kernels wherever the model is (CPU needs TRITON_INTERPRET=1); 'sim': the float64 twin."""
+        if backend not in ("int", "kernel", "sim"):
+            raise IntegerOnlyError(f"backend must be 'int' (integer-only), 'kernel' (integer-only, fused kernels) or "
+                                   f"'sim' (float64 twin), got {backend!r}")
+        if self.float_ops and backend != "sim":
             raise IntegerOnlyError(f"ops {sorted(self.float_ops)} are replaced by float (ablate()); run with "
                                    "backend='sim' or call ablate() with no ops")
-        return INT if backend == "int" else SIM
+        if backend == "sim":
+            return SIM
+        if backend == "kernel" or self.anchor.device.type == "cuda":
+            from lowbit.intonly.backend import kernel_arith
+
+            return kernel_arith(self.anchor.device, self.config.prob_bits)
+        return INT
+
+    def _apply(self, fn, recurse=True):
+        """``.to(device)`` / ``.cuda()`` also move the integer constants of the graph (weight codes, INT32 biases,
+        dyadic multipliers, embedding codes); float tensors are calibration-only and stay where they are."""
+        super()._apply(fn, recurse)
+        for lin in self.linears.values():
+            lin.codes, lin.bias = fn(lin.codes), fn(lin.bias)
+        self.plan = {k: _map_ints(v, fn) for k, v in self.plan.items()}
+        if hasattr(self, "tables"):
+            self.tables = {k: (fn(c), s) for k, (c, s) in self.tables.items()}
+        return self
 
     @torch.no_grad()
     def _calibrate_with(self, graph, *inputs) -> None:
@@ -210,16 +230,23 @@ class IntEncoder(nn.Module):
                 raise IntegerOnlyError(f"requantization point {key!r} has no scale: calibrate the model first")
             self.scales[key] = _scale_of(real, bits, self.config.percentile)
 
-    def _rq(self, A, key: str, z: torch.Tensor, in_scale, in_bits: int, bits: int, bias=None) -> torch.Tensor:
-        """Requantize z (real value z * in_scale) to a bits-bit code at the calibrated scale of `key`."""
+    def _plan_rq(self, key: str, z: torch.Tensor, in_scale, in_bits: int, bits: int) -> Dyadic:
+        """The dyadic multiplier of requantization point `key` (calibrated and built on first use)."""
         if key not in self.plan:
             self._calibrate_scale(key, z * _t(in_scale, z), bits)
             self.plan[key] = dyadic(torch.as_tensor(in_scale, dtype=torch.float64) / self.scales[key],
                                     mantissa_bits(in_bits))
-        if self.float_ops and f"rq:{_rq_family(key)}" in self.float_ops:
-            return (z * _t(in_scale, z) + (0 if bias is None else bias * _t(in_scale, z))) / self.scales[key]
-        lo, hi = qrange(bits)
-        return torch.clamp(A.requant(z, self.plan[key], bias), lo, hi)
+        return self.plan[key]
+
+    def _float_rq(self, key: str) -> bool:
+        return bool(self.float_ops) and f"rq:{_rq_family(key)}" in self.float_ops
+
+    def _rq(self, A, key: str, z: torch.Tensor, in_scale, in_bits: int, bits: int) -> torch.Tensor:
+        """Requantize z (real value z * in_scale) to a bits-bit code at the calibrated scale of `key`."""
+        m = self._plan_rq(key, z, in_scale, in_bits, bits)
+        if self._float_rq(key):
+            return z * _t(in_scale, z) / self.scales[key]
+        return A.rq(z, m, None, bits)
 
     def _rq_sum(self, A, key: str, terms, bits: int) -> torch.Tensor:
         """Requantize each (z, in_scale, in_bits) term to the scale of `key` and add (I-ViT QuantAct with
@@ -228,9 +255,12 @@ class IntEncoder(nn.Module):
             self._calibrate_scale(key, sum(z * _t(s, z) for z, s, _ in terms), bits)
             for j in range(len(terms)):
                 self.scales[f"{key}.{j}"] = self.scales[key]
-        lo, hi = qrange(bits)
-        out = sum(self._rq(A, f"{key}.{j}", z, s, b, bits + 1) for j, (z, s, b) in enumerate(terms))
-        return torch.clamp(out, lo, hi)
+        ms = [self._plan_rq(f"{key}.{j}", z, s, b, bits + 1) for j, (z, s, b) in enumerate(terms)]
+        if self._float_rq(f"{key}.0"):
+            lo, hi = qrange(bits)
+            return torch.clamp(sum(self._rq(A, f"{key}.{j}", z, s, b, bits + 1) for j, (z, s, b) in enumerate(terms)),
+                               lo, hi)
+        return A.rq_sum([(z, m) for (z, _, _), m in zip(terms, ms)], bits)
 
     def _op(self, key: str, build):
         if key not in self.plan:
@@ -247,13 +277,12 @@ class IntEncoder(nn.Module):
                                                self.cfg.layer_norm_eps)
             return y / self.scales[key], self.scales[key]
         ln = LayerNormInt(self.hidden, in_bits)
-        y = ln.core(A, x)
         if key not in self.plan:
+            y = ln.core(A, x)
             self._calibrate_scale(key, y * ln.unit_scale * gamma.double() + beta.double(), bits)
             self.plan[key] = ln.affine(gamma, beta, self.scales[key], mantissa_bits(31))
         m, bias = self.plan[key]
-        lo, hi = qrange(bits)
-        return torch.clamp(A.requant(y, m, A.tensor(bias)), lo, hi), self.scales[key]
+        return A.layernorm(ln, x, m, bias, bits), self.scales[key]
 
     def _linear_in(self, A, key: str, names: tuple[str, ...], z: torch.Tensor, in_scale, in_bits: int
                    ) -> torch.Tensor:
@@ -318,14 +347,19 @@ class IntEncoder(nn.Module):
             heads[n[len(p):]] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
         s_q, s_k, s_v = (self.scales[f"{p}{n}.out"] for n in ("q", "k", "v"))
         scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
-        s8 = self._rq(A, p + "scores", scores, s_q * s_k / math.sqrt(d), bits_for(d * 2**14), c.score_bits)
+        s_scores, score_in_bits = s_q * s_k / math.sqrt(d), bits_for(d * 2**14)
+        m = self._plan_rq(p + "scores", scores, s_scores, score_in_bits, c.score_bits)
         softmax = self._op(p + "softmax", lambda: IntSoftmax.build(self.scales[p + "scores"], c.softmax, c.prob_bits))
-        if "softmax" in self.float_ops:
-            real = s8 * self.scales[p + "scores"]
-            probs = torch.softmax(real if mask is None else real.masked_fill(mask == 0, -math.inf), -1)
-            probs = probs / softmax.out_scale
-        else:
-            probs = softmax(A, s8, mask)  # (B, nh, T, T), scale 2^-prob_bits
+        if "softmax" in self.float_ops or self._float_rq(p + "scores"):  # ablation (SIM)
+            s8 = self._rq(A, p + "scores", scores, s_scores, score_in_bits, c.score_bits)
+            if "softmax" in self.float_ops:
+                real = s8 * self.scales[p + "scores"]
+                probs = torch.softmax(real if mask is None else real.masked_fill(mask == 0, -math.inf), -1)
+                probs = probs / softmax.out_scale
+            else:
+                probs = softmax(A, s8, mask)
+        else:  # requantize to score_bits, then softmax: one kernel on the kernel backend
+            probs = A.softmax(softmax, scores, m, c.score_bits, mask)  # (B, nh, T, T), scale 2^-prob_bits
         ctx = A.matmul(probs, heads["v"]).transpose(1, 2).reshape(b, t, nh * d)  # INT32
         pv_bits = bits_for(self.max_tokens * 2 ** (c.prob_bits + 7))
         ctx8 = self._linear_in(A, p + "ctx", (p + "o",), ctx, softmax.out_scale * s_v, pv_bits)
@@ -339,12 +373,16 @@ class IntEncoder(nn.Module):
         g_in = self._rq(A, p + "gelu.in", fc1(A, x), fc1.out_scale, fc1.out_bits, c.gelu_in_bits)
         s_g = self.scales[p + "gelu.in"]
         gelu = self._op(p + "gelu", lambda: ShiftGELU.build(s_g) if c.gelu == "shift" else IGELU.build(s_g))
-        if "gelu" in self.float_ops:
-            g = torch.nn.functional.gelu(g_in * s_g) / gelu.out_scale
-        else:
-            g = gelu(A, g_in)
-        g_bits = c.gelu_in_bits + gelu.out_bits if c.gelu == "shift" else c.gelu_in_bits + bits_for(2 * abs(gelu.one) + 2**16)
-        x3 = self._linear_in(A, p + "x3", (p + "fc2",), g, gelu.out_scale, g_bits)
+        if p + "x3" in self.plan and not ("gelu" in self.float_ops or self._float_rq(p + "x3")):
+            x3 = A.gelu_rq(gelu, g_in, self.plan[p + "x3"], 8)  # GELU and FC2's input requant: one kernel
+        else:  # calibration (FC2's input scale needs the GELU output) and ablation
+            if "gelu" in self.float_ops:
+                g = torch.nn.functional.gelu(g_in * s_g) / gelu.out_scale
+            else:
+                g = gelu(A, g_in)
+            g_bits = c.gelu_in_bits + gelu.out_bits if c.gelu == "shift" else \
+                c.gelu_in_bits + bits_for(2 * abs(gelu.one) + 2**16)
+            x3 = self._linear_in(A, p + "x3", (p + "fc2",), g, gelu.out_scale, g_bits)
         fc2 = self.linears[p + "fc2"]
         return fc2(A, x3), fc2.out_scale, fc2.out_bits
 
@@ -445,6 +483,17 @@ def _rq_family(key: str) -> str:
     if name.startswith("res"):
         return "res"
     return name
+
+
+def _map_ints(v, fn):
+    """fn over the integer tensors in a plan entry (tensor, Dyadic, or tuple of them); anything else as is."""
+    if isinstance(v, torch.Tensor):
+        return v if v.is_floating_point() else fn(v)
+    if isinstance(v, Dyadic):
+        return Dyadic(fn(v.b), fn(v.c))
+    if isinstance(v, tuple):
+        return tuple(_map_ints(x, fn) for x in v)
+    return v
 
 
 def _t(scale, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,88 @@
+"""The whole integer encoder on the kernel backend equals the torch integer backend bit for bit (tiny random BERT and
+ViT; CPU under TRITON_INTERPRET=1, or CUDA with `pytest -m gpu`), and the backend is chosen from the device."""
+import os
+
+import pytest
+import torch
+
+from lowbit.intonly.backend import kernel_arith
+from lowbit.intonly.blocks import IntBertModel, IntConfig
+from lowbit.intonly.checker import walk
+from lowbit.intonly.dyadic import INT, IntegerOnlyError, dyadic, mantissa_bits
+from lowbit.intonly.ops import IGELU, IntSoftmax
+from lowbit.intonly.vit import build_int_vit
+from tiny_models import tiny_bert, tiny_vit
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+needs_kernels = pytest.mark.skipif(not INTERPRET, reason="the kernel backend on the CPU needs TRITON_INTERPRET=1")
+
+
+@pytest.fixture(scope="module")
+def bert():
+    g = torch.Generator().manual_seed(0)
+    calib = [{"input_ids": torch.randint(0, 120, (4, 16), generator=g)} for _ in range(2)]
+    ids = torch.randint(0, 120, (2, 13), generator=g)  # odd length
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    return IntBertModel(tiny_bert(), IntConfig(smooth="auto", score_bits=16)).calibrate(calib), \
+        (ids, mask, torch.zeros_like(ids))
+
+
+@needs_kernels
+def test_bert_kernel_backend_equals_torch_integer_backend(bert):
+    pytest.importorskip("triton")
+    im, args = bert
+    h_int, s_int = im.integer_forward(INT, *args)
+    (h_k, s_k), report = walk(im.integer_forward, im._backend("kernel"), *args)
+    assert s_k == s_int and h_k.dtype == torch.int32
+    assert torch.equal(h_k.long(), h_int)
+    assert not report.violations  # the torch glue around the kernels is integer-only too
+
+
+@needs_kernels
+def test_steps_without_a_kernel_fall_back_to_the_torch_integer_code():
+    """I-BERT's i-exp / i-GELU and per-row multipliers have no kernel: same result on int64."""
+    k = kernel_arith(torch.device("cpu"), 7)
+    z = torch.randint(-2**15, 2**15, (2, 3, 5, 11), dtype=torch.int32)
+    m = dyadic(2.0**-8, mantissa_bits(17))
+    soft = IntSoftmax.build(10.0 / 127, "poly", 7)
+    assert torch.equal(k.softmax(soft, z, m, 8, None).long(), INT.softmax(soft, z.long(), m, 8, None))
+    gelu, mg = IGELU.build(8.0 / 2**15), dyadic(torch.full((11,), 2.0**-20), mantissa_bits(40))
+    assert torch.equal(k.gelu_rq(gelu, z, mg, 8).long(), INT.gelu_rq(gelu, z.long(), mg, 8))
+    rows = dyadic(torch.rand(5, 1, dtype=torch.float64), mantissa_bits(17))  # one multiplier per row
+    assert torch.equal(k.rq(z[0, 0], rows, None, 8).long(), INT.rq(z[0, 0].long(), rows, None, 8))
+
+
+@needs_kernels
+def test_vit_kernel_backend_equals_torch_integer_backend():
+    pytest.importorskip("triton")
+    g = torch.Generator().manual_seed(0)
+    calib, test = torch.randn(16, 3, 32, 32, generator=g), torch.randn(3, 3, 32, 32, generator=g)
+    im = build_int_vit(tiny_vit(), calib, IntConfig(smooth="auto", score_bits=16))
+    codes = im.quantize_pixels(test)
+    z_int, _ = im.integer_logits(INT, codes)
+    z_k, _ = im.integer_logits(im._backend("kernel"), codes)  # 3 rows: the head's GEMM is padded for _int_mm
+    assert torch.equal(z_k.long(), z_int)
+
+
+def test_backend_selection_and_errors(bert, monkeypatch):
+    im, _ = bert
+    assert im._backend("int") is INT  # a CPU model runs the torch integer code
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(IntegerOnlyError, match="runs on CUDA"):
+        im._backend("kernel")
+    with pytest.raises(IntegerOnlyError, match="'int'.*'kernel'.*'sim'"):
+        im._backend("cuda")
+    im8 = IntBertModel(tiny_bert(), IntConfig(prob_bits=8))
+    with pytest.raises(IntegerOnlyError, match="prob_bits <= 7"):
+        im8._backend("kernel")
+
+
+def test_to_moves_the_integer_constants(bert):
+    im, args = bert
+    h = im.integer_forward(INT, *args)[0]
+    seen = []
+    im._apply(lambda t: seen.append(t.dtype) or t.clone())
+    # the anchor parameter, then weight codes, biases, multipliers, embedding codes; no float tensor
+    assert {torch.int8, torch.int64} <= set(seen) and not any(d.is_floating_point for d in seen)
+    assert torch.equal(im.integer_forward(INT, *args)[0], h)
