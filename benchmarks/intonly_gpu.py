@@ -1,0 +1,267 @@
+"""Device script for issue 7: integer-only BERT-base and ViT-B/16 on the kernel backend (torch._int_mm linears,
+Triton int8 attention GEMMs, fused Shiftmax / ShiftGELU / I-LayerNorm / requant kernels) against Hugging Face
+FP16, eager and replayed from CUDA graphs. Random weights from the configs (speed does not depend on them).
+
+    PYTHONPATH=src python benchmarks/intonly_gpu.py                      # BERT-base and ViT-B/16, all sizes
+    PYTHONPATH=src python benchmarks/intonly_gpu.py --models bert-base --batches 32 --seqs 128
+
+Before timing it checks, per model, that the CUDA integer graph is bit-exact with the CPU torch integer graph
+and exits non-zero if the kernel backend cannot run or differs: it never falls back to another path. Prints a
+markdown table (medians of --iters timed replays, CUDA events) and the per-stage split of one integer and one
+FP16 forward (torch.profiler, device time by kernel family); writes both under $OUT (or --out) after every row.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+MODELS = ("bert-base", "vit-b16")
+# kernel-name fragments -> stage, first match wins (torch.profiler device kernels)
+INT_STAGES = (("_bmm_kernel", "attention GEMMs (Triton int8)"), ("_shiftmax", "Shiftmax + score requant"),
+              ("_shift_gelu", "ShiftGELU + requant"), ("_layernorm_kernel", "I-LayerNorm + requant"),
+              ("_rq_kernel", "requant / residual add"), ("gemm", "linears (_int_mm)"), ("igemm", "linears (_int_mm)"),
+              ("cutlass", "linears (_int_mm)"), ("", "other (embedding, pads, casts, bias)"))
+FP16_STAGES = (("flash", "attention (SDPA)"), ("fmha", "attention (SDPA)"), ("efficient_attention", "attention (SDPA)"),
+               ("softmax", "softmax"), ("gemm", "GEMMs"), ("cutlass", "GEMMs"), ("layer_norm", "LayerNorm"),
+               ("gelu", "GELU"), ("", "other"))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {MODELS}")
+    p.add_argument("--batches", default="1,8,32")
+    p.add_argument("--seqs", default="128,384", help="BERT sequence lengths (ViT: 224x224 images, 197 tokens)")
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--no-graphs", action="store_true", help="time eager only")
+    p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"), help="HF FP16 attention implementation")
+    p.add_argument("--calib-seq", type=int, default=64, help="calibration tokens per sequence (4 sequences)")
+    p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
+    a = p.parse_args(argv)
+    a.models = [m for m in a.models.split(",") if m]
+    bad = [m for m in a.models if m not in MODELS]
+    if bad:
+        p.error(f"unknown model(s) {bad}; choose from {MODELS}")
+    a.batches = [int(v) for v in a.batches.split(",")]
+    a.seqs = [int(v) for v in a.seqs.split(",")]
+    return a
+
+
+def hf_config(name: str, tiny: bool = False):
+    """BERT-base / ViT-B/16 configs (tiny=True: a 2-layer, 64-wide version for tests on the CPU)."""
+    from transformers import BertConfig, ViTConfig
+
+    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128) if tiny else {}
+    if name == "bert-base":
+        return BertConfig(**small)  # defaults: 12 x 768, 12 heads, 3072, vocab 30522
+    return ViTConfig(**small, **(dict(image_size=32, patch_size=8) if tiny else {}))  # defaults: ViT-B/16 at 224
+
+
+def build(name: str, calib_seq: int, tiny: bool = False):
+    """(FP32 HF model, integer-only model calibrated on the CPU with the default IntConfig, input maker)."""
+    from transformers import BertModel, ViTModel
+
+    from lowbit.intonly.blocks import IntBertModel, IntConfig
+    from lowbit.intonly.vit import build_int_vit
+
+    torch.manual_seed(0)
+    cfg = hf_config(name, tiny)
+    g = torch.Generator().manual_seed(0)
+    if name == "bert-base":
+        fp = BertModel(cfg).eval()
+        calib = [{"input_ids": torch.randint(1000, cfg.vocab_size, (4, calib_seq), generator=g)}]
+        im = IntBertModel(fp, IntConfig()).calibrate(calib).eval()
+
+        def inputs(b, t):
+            return {"input_ids": torch.randint(1000, cfg.vocab_size, (b, t), generator=g)}
+    else:
+        fp = ViTModel(cfg, add_pooling_layer=False).eval()
+        size = cfg.image_size
+        im = build_int_vit(fp, torch.randn(4, 3, size, size, generator=g), IntConfig())
+
+        def inputs(b, t):
+            return {"pixel_values": torch.randn(b, 3, size, size, generator=g)}
+    return fp, im, inputs
+
+
+def require_kernels(im, args: dict) -> None:
+    """Exit non-zero unless the CUDA integer graph runs on the kernel backend and equals the CPU integer graph."""
+    from lowbit.intonly.backend import KernelArith
+    from lowbit.intonly.dyadic import INT
+
+    if not torch.cuda.is_available():
+        raise SystemExit("intonly_gpu: needs a CUDA device (the kernel backend is what this script measures)")
+    ref = _int_graph(im.cpu(), INT, {k: v.cpu() for k, v in args.items()})
+    A = im.cuda()._backend("int")  # raises if Triton / the kernels cannot load
+    if not isinstance(A, KernelArith):
+        raise SystemExit(f"intonly_gpu: a CUDA model got backend {type(A).__name__}, not the kernel backend")
+    got = _int_graph(im, A, {k: v.cuda() for k, v in args.items()})
+    if not torch.equal(got.long().cpu(), ref.long()):
+        raise SystemExit("intonly_gpu: the CUDA kernel graph differs from the CPU integer graph: not timing it")
+
+
+def _int_graph(im, A, args: dict) -> torch.Tensor:
+    if "pixel_values" in args:
+        return im.integer_forward(A, im.quantize_pixels(args["pixel_values"]))[0]
+    ids = args["input_ids"]
+    return im.integer_forward(A, ids, torch.ones_like(ids), torch.zeros_like(ids))[0]
+
+
+def time_ms(fn, iters: int, warmup: int, graph: bool) -> float:
+    """Median milliseconds of fn() (CUDA events); with graph=True, of replays of its captured CUDA graph."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    if graph:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        fn = g.replay
+        fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def stage_split(fn, table) -> dict[str, float]:
+    """Device milliseconds of one fn() by stage (kernel-name families of ``table``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    out: dict[str, float] = {}
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if us <= 0 or getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:  # kernels only
+            continue
+        stage = next(s for frag, s in table if frag in ev.key.lower())
+        out[stage] = out.get(stage, 0.0) + us / 1000
+    return out
+
+
+def run_size(name, fp16, im, x, args) -> dict:
+    """One (model, batch, seq) row: int8 and FP16, eager and graph."""
+    with torch.no_grad():
+        if name == "bert-base":
+            ids = x["input_ids"]
+            mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+            A = im._backend("int")
+
+            def int_fn():
+                return im.integer_forward(A, ids, mask, types)
+
+            def fp_fn():  # no mask (all ones): HF's mask checks would sync the host and break graph capture
+                return fp16(input_ids=ids)
+        else:
+            codes, pix = im.quantize_pixels(x["pixel_values"]), x["pixel_values"].half()
+            A = im._backend("int")
+
+            def int_fn():
+                return im.integer_forward(A, codes)
+
+            def fp_fn():
+                return fp16(pixel_values=pix)
+        row = {"model": name, "batch": next(iter(x.values())).shape[0],
+               "tokens": x["input_ids"].shape[1] if "input_ids" in x else im.max_tokens}
+        for label, fn in (("int8", int_fn), ("fp16", fp_fn)):
+            row[f"{label} eager ms"] = time_ms(fn, args.iters, args.warmup, False)
+            if not args.no_graphs:
+                try:
+                    row[f"{label} graph ms"] = time_ms(fn, args.iters, args.warmup, True)
+                except RuntimeError as e:  # reported in the row and the table, not hidden
+                    row[f"{label} graph ms"] = None
+                    row[f"{label} graph error"] = str(e).splitlines()[0][:120]
+        best_int = min(v for k, v in row.items() if k.startswith("int8") and k.endswith("ms") and v)
+        row["int8 best / fp16 eager"] = row["fp16 eager ms"] / best_int
+        if row.get("fp16 graph ms"):
+            row["int8 best / fp16 graph"] = row["fp16 graph ms"] / best_int
+        row["int8 stages ms"] = stage_split(int_fn, INT_STAGES)
+        row["fp16 stages ms"] = stage_split(fp_fn, FP16_STAGES)
+    return row
+
+
+def to_markdown(rows: list[dict]) -> str:
+    cols = ("model", "batch", "tokens", "int8 eager ms", "int8 graph ms", "fp16 eager ms", "fp16 graph ms",
+            "int8 best / fp16 eager", "int8 best / fp16 graph")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    lines += ["", "Per-stage device time of one forward (ms, torch.profiler):", ""]
+    for r in rows:
+        for label in ("int8", "fp16"):
+            st = r[f"{label} stages ms"]
+            total = sum(st.values()) or 1.0
+            parts = ", ".join(f"{k} {v:.3f} ({100 * v / total:.0f}%)" for k, v in sorted(st.items(), key=lambda kv: -kv[1]))
+            lines.append(f"- {r['model']} b{r['batch']} t{r['tokens']} {label}: {parts}")
+    errors = [f"- {r['model']} b{r['batch']} t{r['tokens']} {k}: {v}" for r in rows for k, v in r.items()
+              if k.endswith("graph error")]
+    return "\n".join(lines + (["", "CUDA-graph capture failures (eager timed instead):"] + errors if errors else []))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def meta() -> dict:
+    import triton
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+            "commit": os.environ.get("LOWBIT_COMMIT", commit), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("intonly_gpu: needs a CUDA device (the kernel backend is what this script measures)")
+    os.makedirs(args.out, exist_ok=True)
+    info, rows = meta(), []
+    print(info, flush=True)
+    for name in args.models:
+        t = time.time()
+        fp, im, inputs = build(name, args.calib_seq)
+        print(f"{name}: built and calibrated in {time.time() - t:.0f} s", flush=True)
+        require_kernels(im, inputs(2, 24 if name == "bert-base" else 0))
+        if hasattr(fp.config, "_attn_implementation"):
+            fp.config._attn_implementation = args.attn
+        fp16 = fp.half().cuda()
+        seqs = args.seqs if name == "bert-base" else [0]
+        for b in args.batches:
+            for t_ in seqs:
+                x = {k: v.cuda() for k, v in inputs(b, t_).items()}
+                rows.append(run_size(name, fp16, im, x, args))
+                print(to_markdown(rows[-1:]).split("\n")[2], flush=True)
+                with open(f"{args.out}/intonly_gpu.md", "w") as f:
+                    f.write(f"{info}\n\n{to_markdown(rows)}\n")
+                with open(f"{args.out}/intonly_gpu.json", "w") as f:
+                    json.dump({"meta": info, "rows": rows}, f, indent=1)
+        del fp16, im
+        torch.cuda.empty_cache()
+    print(f"\n{info}\n\n{to_markdown(rows)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
