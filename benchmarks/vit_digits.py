@@ -26,7 +26,7 @@ from lowbit.intonly.dyadic import INT, SIM
 from lowbit.intonly.vit import build_int_vit
 
 CONFIGS = {
-    "I-ViT (per-tensor inputs, 8-bit scores)": IntConfig(),
+    "I-ViT (per-tensor inputs, 8-bit scores)": IntConfig(smooth=None, score_bits=8),
     "I-BERT ops (i-exp, i-GELU)": IntConfig(softmax="poly", gelu="poly"),
     "smoothed inputs, 16-bit scores": IntConfig(smooth="auto", score_bits=16),
 }

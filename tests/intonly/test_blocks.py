@@ -1,11 +1,12 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lowbit.api import quantize
-from lowbit.intonly.blocks import INTONLY_SCHEME, IntBertModel, IntConfig, build_int_bert
+from lowbit.intonly.blocks import INTONLY_SCHEME, IVIT_PAPER, IntBertModel, IntConfig, build_int_bert
 from lowbit.intonly.checker import check_integer_only, walk
 from lowbit.intonly.dyadic import INT, SIM, IntegerOnlyError
 from lowbit.scheme import QuantSpec
@@ -21,7 +22,7 @@ def built():
     fp = tiny_bert()
     g = torch.Generator().manual_seed(0)
     calib = [{"input_ids": torch.randint(0, 120, (4, 16), generator=g)} for _ in range(2)]
-    im = build_int_bert(copy.deepcopy(fp), calib, scheme=MINMAX)
+    im = build_int_bert(copy.deepcopy(fp), calib, IVIT_PAPER, scheme=MINMAX)
     ids = torch.randint(0, 120, (2, 16), generator=g)
     mask = torch.ones_like(ids)
     mask[1, 9:] = 0
@@ -32,7 +33,7 @@ def built():
 def test_integer_forward_equals_float64_simulation_exactly(built, softmax, gelu):
     fp, im, args, calib = built
     if (softmax, gelu) != ("shift", "shift"):
-        im = IntBertModel(im_source(fp, calib), IntConfig(softmax=softmax, gelu=gelu)).calibrate(calib)
+        im = IntBertModel(im_source(fp, calib), dataclasses.replace(IVIT_PAPER, softmax=softmax, gelu=gelu)).calibrate(calib)
     h_int, s_int = im.integer_forward(INT, *args)
     h_sim, s_sim = im.integer_forward(SIM, *args)
     assert h_int.dtype == torch.int64 and s_int == s_sim
@@ -105,10 +106,10 @@ def test_build_errors(built):
         build_int_bert(tiny_gpt2(), calib)
     other = quantize(copy.deepcopy(fp), "w8a8-int8", progress=False)  # per-token dynamic activations
     with pytest.raises(IntegerOnlyError, match="per-tensor static"):
-        IntBertModel(other, IntConfig())
+        IntBertModel(other, IVIT_PAPER)
     with pytest.raises(IntegerOnlyError, match="backend must be"):
         im(*args, backend="float")
-    uncal = IntBertModel(im_source(fp, calib), IntConfig())
+    uncal = IntBertModel(im_source(fp, calib), IVIT_PAPER)
     with pytest.raises(IntegerOnlyError, match="calibrate the model first"):
         uncal.integer_forward(INT, *args)
     with pytest.raises(IntegerOnlyError, match="at least one batch"):
@@ -118,7 +119,7 @@ def test_build_errors(built):
 @pytest.fixture(scope="module")
 def smoothed(built):
     fp, _, args, calib = built
-    return IntBertModel(copy.deepcopy(fp), IntConfig(smooth="auto", score_bits=16)).calibrate(calib)
+    return IntBertModel(copy.deepcopy(fp), IntConfig()).calibrate(calib)  # the defaults: smooth='auto', 16-bit scores
 
 
 def test_smoothed_graph_is_integer_only_bit_exact_and_accurate(built, smoothed):
@@ -136,7 +137,7 @@ def test_smoothed_graph_is_integer_only_bit_exact_and_accurate(built, smoothed):
 
 def test_float_linears_without_smoothing_get_per_tensor_scales(built):
     fp, _, (ids, mask, tt), calib = built
-    im = IntBertModel(copy.deepcopy(fp), IntConfig()).calibrate(calib)
+    im = IntBertModel(copy.deepcopy(fp), IVIT_PAPER).calibrate(calib)
     assert isinstance(im.scales["layer0.x3"], torch.Tensor) and im.scales["layer0.x3"].unique().numel() == 1
     assert set(im.smooth_alpha.values()) == {None}
     assert torch.equal(im.integer_forward(INT, ids, mask, tt)[0], im.integer_forward(SIM, ids, mask, tt)[0].long())
@@ -146,6 +147,13 @@ def test_smoothing_needs_float_linears(built):
     fp, _, _, calib = built
     with pytest.raises(IntegerOnlyError, match="pass the float model"):
         IntBertModel(im_source(fp, calib), IntConfig(smooth=0.5))
+    with pytest.raises(IntegerOnlyError, match="IVIT_PAPER"):  # the defaults smooth too
+        build_int_bert(im_source(fp, calib), calib)
+
+
+def test_defaults_are_the_accurate_settings_and_the_paper_preset_is_kept():
+    assert (IntConfig().smooth, IntConfig().score_bits) == ("auto", 16)
+    assert (IVIT_PAPER.smooth, IVIT_PAPER.score_bits, IVIT_PAPER.softmax, IVIT_PAPER.gelu) == (None, 8, "shift", "shift")
 
 
 def test_ablation_replaces_ops_in_the_simulation_only(built, smoothed):

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lowbit.intonly.blocks import IntConfig
+from lowbit.intonly.blocks import IVIT_PAPER, IntConfig
 from lowbit.intonly.checker import check_integer_only
 from lowbit.intonly.dyadic import INT, SIM, IntegerOnlyError
 from lowbit.intonly.vit import IntViTModel, build_int_vit
@@ -18,7 +18,7 @@ def vit():
 
 
 # (the I-BERT polynomial ops are shared with BERT and tested there)
-@pytest.mark.parametrize("config", [IntConfig(), IntConfig(smooth="auto", score_bits=16)])
+@pytest.mark.parametrize("config", [IVIT_PAPER, IntConfig()])  # I-ViT paper settings, the accurate defaults
 def test_vit_integer_graph_equals_float64_twin_and_is_integer_only(vit, config):
     m, calib, test = vit
     im = build_int_vit(m, calib, config)
