@@ -47,3 +47,19 @@ def test_distill_loss_terms_and_errors():
     assert parts["logits"] == pytest.approx(math.log(2))
     with pytest.raises(SchemeError, match="every loss term is off"):
         distill_loss(s, None, KDWeights(label=0.0), torch.tensor([0]), None, [0], {})
+
+
+def test_reduced_student_distils_from_every_kth_teacher_block():
+    """keep_every(·, 2) on 4 blocks gives map [1, 3]: student block j's output (hidden_states[j + 1]) and attention
+    (attentions[j]) are compared with teacher block map[j]'s (hidden_states[map[j] + 1], attentions[map[j]]), as in
+    TinyBERT / TernaryBERT's g(m) = k·m; the embedding output (index 0) with the teacher's."""
+    t_hid = [torch.full((1, 2, 4), float(i)) for i in range(5)]  # embeddings, then blocks 0..3
+    t_att = [torch.full((1, 2, 2, 2), 0.1 * (i + 1)) for i in range(4)]
+    t = SimpleNamespace(logits=torch.zeros(1, 2), hidden_states=t_hid, attentions=t_att)
+    s = SimpleNamespace(logits=torch.zeros(1, 2), hidden_states=[t_hid[0], t_hid[2], t_hid[4]],
+                        attentions=[t_att[1], t_att[3]])
+    w = KDWeights(logits=0.0)
+    _, parts = distill_loss(s, t, w, None, None, [1, 3], {})
+    assert parts == {"embedding": 0.0, "hidden": 0.0, "attention": 0.0}
+    _, parts = distill_loss(s, t, w, None, None, [0, 1], {})  # the first blocks instead: both terms see it
+    assert parts["hidden"] == pytest.approx(1.0 + 4.0) and parts["attention"] == pytest.approx(0.01 + 0.04)
