@@ -22,14 +22,7 @@ from lowbit.data import load_labelled, load_model
 from lowbit.eval import embedding_cosine, sentence_embeddings
 from lowbit.intonly.blocks import FLOAT_OPS, INTONLY_SCHEME, IntBertModel, IntConfig
 
-
-class Sim(torch.nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, **kw):
-        return self.m(**kw, backend="sim")
+from intonly_minilm import Sim  # noqa: E402  (benchmarks/ is on sys.path when a script there runs)
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -115,30 +114,15 @@ def _int_graph(im, A, args: dict) -> torch.Tensor:
 
 
 def time_ms(fn, iters: int, warmup: int, graph: bool) -> float:
-    """Median milliseconds of fn() (CUDA events); with graph=True, of replays of its captured CUDA graph."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    if graph:
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-        fn = g.replay
-        fn()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    """Median milliseconds of fn() (lowbit.bench.timing: CUDA events; with graph=True, replays of its CUDA graph).
+
+    Raises:
+        RuntimeError: graph=True and the capture failed (the row reports it instead of an eager number)."""
+    from lowbit.bench.timing import time_calls
+    us, captured = time_calls([fn], graph=graph, calls_per_replay=1, replays=iters, warmup=warmup)
+    if graph and not captured:
+        raise RuntimeError("CUDA-graph capture failed")
+    return us / 1e3
 
 
 def stage_split(fn, table) -> dict[str, float]:
