@@ -106,7 +106,7 @@ if args.json:
         json.dump(best, f, indent=1)
 
 # 3. whole QuantLinear forward through dispatch (M = 1: GEMV with the best config; fused act quant for W4A8)
-gemv.gemv_config = lambda n, k, m=1: tuple(best.get(f"{n}x{k}xM{m}", best.get(f"{n}x{k}xM1", (16, 32, 4, 3, 1))))
+gemv.gemv_config = lambda n, k: tuple(best.get(f"{n}x{k}xM1", (8, 128, 4, 2, 1)))
 lowbit.kernels.enable()
 print("| preset | N x K | M=1 | M=16 |")
 for (n, k), preset in itertools.product(SHAPES, ["bf16", "w4a16", "w4a16-fp4", "w4a8-int", "w4a8-fp"]):

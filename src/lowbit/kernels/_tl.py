@@ -44,6 +44,21 @@ def fp_code(v, MAN: tl.constexpr, EMIN: tl.constexpr, BIAS: tl.constexpr, MAXV: 
 
 
 @triton.jit
+def token_scale(x_row, smooth_ptr, K, MAXABS: tl.constexpr, HAS_SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
+    """Per-token scale of one row: max|x (* smooth)| / MAXABS, correctly rounded; 1 for an all-zero row (as
+    observers._nonzero). Shared by the activation quantizer and the GEMV that quantizes its token itself."""
+    amax = tl.zeros((BLOCK,), tl.float32)
+    for k0 in range(0, K, BLOCK):
+        offs = k0 + tl.arange(0, BLOCK)
+        x = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
+        if HAS_SMOOTH:
+            x = x * tl.load(smooth_ptr + offs, mask=offs < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(x))
+    s = tl.math.div_rn(tl.max(amax, 0), MAXABS)
+    return tl.where(s > 1e-12, s, 1.0)
+
+
+@triton.jit
 def nibbles(b, R: tl.constexpr, C: tl.constexpr):
     """uint8 (R, C // 2) packed bytes -> int32 (R, C) nibbles 0..15; element 2i = low nibble of byte i."""
     b = b.to(tl.int32)

@@ -42,15 +42,7 @@ def _act_quant_kernel(x_ptr, smooth_ptr, static_ptr, q_ptr, s_ptr, K, stride_xm,
     if STATIC:
         s = tl.load(static_ptr).to(tl.float32)
     else:
-        amax = tl.zeros((BLOCK_K,), tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            offs = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
-            if HAS_SMOOTH:
-                x = x * tl.load(smooth_ptr + offs, mask=offs < K, other=0.0).to(tl.float32)
-            amax = tl.maximum(amax, tl.abs(x))
-        s = tl.math.div_rn(tl.max(amax, 0), MAXABS)
-        s = tl.where(s > 1e-12, s, 1.0)  # an all-zero token: scale 1 (observers._nonzero)
+        s = _tl.token_scale(x_row, smooth_ptr, K, MAXABS, HAS_SMOOTH, BLOCK_K)
     tl.store(s_ptr + row, s)
     for k0 in range(0, K, BLOCK_K):
         offs = k0 + tl.arange(0, BLOCK_K)

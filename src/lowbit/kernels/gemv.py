@@ -165,7 +165,7 @@ def _gemv_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_ptr,
                  y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def gemv_config(n: int, k: int, m: int = 1) -> tuple[int, int, int, int, int]:
+def gemv_config(n: int, k: int) -> tuple[int, int, int, int, int]:
     """(BN, BK8, num_warps, num_stages, split), from the H100 sweep at M = 1 (benchmarks/tune_gemv.py, 192
     configs per shape): 8 rows x 128 words (1024 weights) per step, 4 warps, no split won at every N >= 3072;
     a narrow layer (768 x 3072) needs split-K to fill the SMs: 2 rows x 512 words, split 4 (4.0 vs 7.4 us bf16)."""
@@ -206,7 +206,7 @@ def gemv_w4(x: torch.Tensor, x_scale: torch.Tensor | None, a_kind: int, w: torch
         out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
         return out
-    bn, bk8, warps, stages, split = config or gemv_config(n, k, m)
+    bn, bk8, warps, stages, split = config or gemv_config(n, k)
     bk8 = min(bk8, triton.next_power_of_2(k // 8))
     steps = triton.cdiv(k // 8, bk8)
     split = max(1, min(split, steps))
@@ -275,12 +275,7 @@ def _gemv_perm_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws
         if STATIC:
             sq = tl.load(sx_ptr).to(tl.float32)
         else:
-            amax = tl.zeros((XBLK,), tl.float32)
-            for k0 in range(0, K, XBLK):
-                kk = k0 + tl.arange(0, XBLK)
-                amax = tl.maximum(amax, tl.abs(tl.load(x_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)))
-            sq = tl.math.div_rn(tl.max(amax, 0), AQ_MAX)
-            sq = tl.where(sq > 1e-12, sq, 1.0)
+            sq = _tl.token_scale(x_ptr, x_ptr, K, AQ_MAX, False, XBLK)
     w_rows = w_ptr + rn[:, None] * stride_wn
     acc = tl.zeros((BN, G), tl.float32)
     for s in range(s_lo, s_hi):

@@ -84,6 +84,27 @@ def run_batches(model: nn.Module, batches: list[dict[str, torch.Tensor]], progre
             model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()})
 
 
+class _Watch:
+    """The hook both calibration passes install: NaN/Inf check naming the layer (and batch, when known), the
+    static-range observers, and which layers were reached."""
+
+    def __init__(self, planned: dict[str, QuantSpec | None]):
+        self.observers = {n: ActObserver(s) for n, s in planned.items() if s is not None and not s.dynamic}
+        self.reached: set[str] = set()
+        self.where = "calibration"
+
+    def __call__(self, name: str, x: torch.Tensor) -> None:
+        if not torch.isfinite(x).all():
+            raise CalibrationError(f"{self.where}: the input of {name} holds NaN or Inf; check the calibration data "
+                                   "and the model in full precision first")
+        self.reached.add(name)
+        if name in self.observers:
+            self.observers[name].update(x)
+
+    def scales(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {n: o.scale() for n, o in self.observers.items()}
+
+
 def calibrate(model: nn.Module, planned: dict[str, QuantSpec | None], calib_data,
               progress: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Observe the inputs of the planned layers; return {name: (scale, zero)} for static activation specs.
@@ -95,19 +116,10 @@ def calibrate(model: nn.Module, planned: dict[str, QuantSpec | None], calib_data
         CalibrationError: empty data, or a NaN/Inf activation (the message names the layer and batch).
     """
     batches = as_batches(calib_data)
-    observers = {n: ActObserver(s) for n, s in planned.items() if s is not None and not s.dynamic}
-    state = {"batch": 0}
-
-    def seen(name: str, x: torch.Tensor) -> None:
-        if not torch.isfinite(x).all():
-            raise CalibrationError(f"calibration batch {state['batch']}: the input of {name} holds NaN or Inf; "
-                                   "check the calibration data and the model in full precision first")
-        if name in observers:
-            observers[name].update(x)
-
-    with input_hooks(model, planned, seen):
-        run_batches(model, batches, progress, on_batch=lambda i: state.update(batch=i))
-    return {n: o.scale() for n, o in observers.items()}
+    watch = _Watch(planned)
+    with input_hooks(model, planned, watch):
+        run_batches(model, batches, progress, on_batch=lambda i: setattr(watch, "where", f"calibration batch {i}"))
+    return watch.scales()
 
 
 def calibrate_blockwise(model: nn.Module, planned: dict[str, QuantSpec | None], calib_data, device,
@@ -122,26 +134,16 @@ def calibrate_blockwise(model: nn.Module, planned: dict[str, QuantSpec | None], 
     from lowbit.methods.sequential import sequential_blocks  # lazy: lowbit.methods imports this module
 
     batches = as_batches(calib_data)
-    observers = {n: ActObserver(s) for n, s in planned.items() if s is not None and not s.dynamic}
-    seen_names: set[str] = set()
+    watch = _Watch(planned)
     name_of = {id(m): n for n, m in model.named_modules()}
-
-    def seen(name: str, x: torch.Tensor) -> None:
-        if not torch.isfinite(x).all():
-            raise CalibrationError(f"calibration: the input of {name} holds NaN or Inf; check the calibration "
-                                   "data and the model in full precision first")
-        seen_names.add(name)
-        if name in observers:
-            observers[name].update(x)
-
     for _, block, run in sequential_blocks(model, batches, device, progress, "calibrating", reuse_outputs=True):
         prefix = name_of[id(block)]
         inside = [n for n in planned if block is model or n == prefix or n.startswith(prefix + ".")]
-        with input_hooks(model, inside, seen):
+        with input_hooks(model, inside, watch):
             run()
-    missing = sorted(set(planned) - seen_names)
+    missing = sorted(set(planned) - watch.reached)
     if missing:
         raise CalibrationError(f"block-by-block calibration never reached {missing[:3]} (outside the transformer "
                                "blocks, or unused by the data): keep such layers unquantized, or calibrate "
                                "without a block device")
-    return {n: o.scale() for n, o in observers.items()}
+    return watch.scales()
