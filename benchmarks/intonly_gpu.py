@@ -27,7 +27,7 @@ INT_STAGES = (("_bmm_kernel", "attention GEMMs (Triton int8)"), ("_shiftmax", "S
               ("_shift_gelu", "ShiftGELU + requant"), ("_layernorm_kernel", "I-LayerNorm + requant"),
               ("_rq_kernel", "requant / residual add"), ("gemm", "linears (_int_mm)"), ("igemm", "linears (_int_mm)"),
               ("cutlass", "linears (_int_mm)"), ("", "other (embedding, pads, casts, bias)"))
-FP16_STAGES = (("flash", "attention (SDPA)"), ("fmha", "attention (SDPA)"), ("efficient_attention", "attention (SDPA)"),
+FP16_STAGES = (("nvjet", "GEMMs"), ("flash", "attention (SDPA)"), ("fmha", "attention (SDPA)"), ("efficient_attention", "attention (SDPA)"),
                ("softmax", "softmax"), ("gemm", "GEMMs"), ("cutlass", "GEMMs"), ("layer_norm", "LayerNorm"),
                ("gelu", "GELU"), ("", "other"))
 
@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"), help="HF FP16 attention implementation")
     p.add_argument("--calib-seq", type=int, default=64, help="calibration tokens per sequence (4 sequences)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
+    p.add_argument("--sweep", action="store_true",
+                   help="first choose the integer kernels' launch tiles (lowbit.kernels.intonly.TILES) by timing the "
+                        "whole BERT-base forward at the first batch and sequence length, one kernel family at a time")
     a = p.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     bad = [m for m in a.models if m not in MODELS]
@@ -135,12 +138,17 @@ def stage_split(fn, table) -> dict[str, float]:
         fn()
         torch.cuda.synchronize()
     out: dict[str, float] = {}
+    other: list[tuple[float, str]] = []
     for ev in prof.key_averages():
         us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
         if us <= 0 or getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:  # kernels only
             continue
-        stage = next(s for frag, s in table if frag in ev.key.lower())
+        frag, stage = next((f, s) for f, s in table if f in ev.key.lower())
         out[stage] = out.get(stage, 0.0) + us / 1000
+        if not frag:
+            other.append((us / 1000, ev.key[:60]))
+    if other:  # what the catch-all holds, largest first
+        print("  other:", "; ".join(f"{k} {v:.3f}" for v, k in sorted(other, reverse=True)[:6]), flush=True)
     return out
 
 
@@ -183,6 +191,36 @@ def run_size(name, fp16, im, x, args) -> dict:
         row["int8 stages ms"] = stage_split(int_fn, INT_STAGES)
         row["fp16 stages ms"] = stage_split(fp_fn, FP16_STAGES)
     return row
+
+
+SWEEP = {"layernorm": [(16, 128, 4), (8, 128, 4), (4, 256, 4), (32, 64, 4), (16, 64, 2), (32, 128, 8)],
+         "requant": [(1024, 4), (512, 4), (2048, 8), (1024, 8), (512, 2)],
+         "gelu": [(512, 4), (1024, 8), (256, 2), (1024, 4), (512, 8)],
+         "shiftmax": [(2048, 4), (1024, 4), (4096, 8), (512, 2), (2048, 8)]}
+
+
+def sweep_tiles(im, x: dict, args) -> dict:
+    """Coordinate descent over TILES: per kernel family, the option with the fastest graph-replayed forward."""
+    from lowbit.kernels import intonly
+
+    ids = x["input_ids"]
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    A = im._backend("int")
+    log = {}
+    for fam, options in SWEEP.items():
+        times = {}
+        for opt in options:
+            intonly.TILES[fam] = opt
+            try:
+                with torch.no_grad():
+                    times[opt] = time_ms(lambda: im.integer_forward(A, ids, mask, types), 20, 3, True)
+            except Exception as e:  # a tile that does not compile or capture is skipped, and said
+                print(f"sweep {fam} {opt}: {type(e).__name__}: {str(e).splitlines()[0][:100]}", flush=True)
+        best = min(times, key=times.get)
+        intonly.TILES[fam] = best
+        log[fam] = {str(k): round(v, 3) for k, v in times.items()} | {"best": str(best)}
+        print(f"sweep {fam}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()) + f" -> {best}", flush=True)
+    return log
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -229,6 +267,13 @@ def main(argv=None) -> None:
         fp, im, inputs = build(name, args.calib_seq)
         print(f"{name}: built and calibrated in {time.time() - t:.0f} s", flush=True)
         require_kernels(im, inputs(2, 24 if name == "bert-base" else 0))
+        if args.sweep and name == "bert-base":
+            from lowbit.kernels import intonly
+
+            info["tile sweep"] = sweep_tiles(im, {k: v.cuda() for k, v in inputs(args.batches[0], args.seqs[0]).items()},
+                                             args)
+            info["tiles"] = {k: list(v) for k, v in intonly.TILES.items()}
+            require_kernels(im, inputs(3, 77))  # still bit-exact with the chosen tiles (several row blocks)
         if hasattr(fp.config, "_attn_implementation"):
             fp.config._attn_implementation = args.attn
         fp16 = fp.half().cuda()

@@ -71,6 +71,33 @@ def test_layernorm_error(spread):
     assert (y * ln.unit_scale - ref).abs().max() < (0.06 if spread == 30 else 1e-3)
 
 
+def _layernorm_core_python(row: list[int], iterations: int = 10) -> list[int]:
+    """I-LayerNorm's core in Python integers with exact // and every Newton step a full division."""
+    c = len(row)
+    mean = (2 * sum(row) + c) // (2 * c)
+    y = [v - mean for v in row]
+    var = sum(v * v for v in y)
+    k = 1 << 16
+    for _ in range(iterations):
+        k = (k + var // k) // 2
+    factor = ((1 << 31) - 1) // max(k, 1)
+    return [(v * factor) >> 1 for v in y]
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.4, 30.0, 3000.0, 32767.0])
+def test_layernorm_core_is_exact(spread):
+    # rows spanning every variance scale, from constant rows (var 0) to saturated 16-bit inputs (var ~ 2^40):
+    # the first Newton step as a shift and the short quotients after it (ops.newton_bits) change no bit
+    g = torch.Generator().manual_seed(5)
+    x = torch.round(torch.randn(8, 768, generator=g) * spread * torch.rand(8, 1, generator=g)).clamp(-32768, 32767)
+    x[0] = 7  # constant row
+    x[1, ::2], x[1, 1::2] = -32768, 32767  # the largest variance
+    x = x.long()
+    got = LayerNormInt(768).core(INT, x)
+    want = torch.tensor([_layernorm_core_python(r) for r in x.tolist()])
+    assert torch.equal(got, want)
+
+
 def test_layernorm_affine_matches_float():
     x = torch.round(torch.randn(3, 64, generator=torch.Generator().manual_seed(3)) * 2000).long()
     ln = LayerNormInt(64)

@@ -42,15 +42,16 @@ def test_hook_matches_reference_and_buffers_stay_out_of_checkpoints(dev):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("tokens", [16, 1])  # 1: the decode GEMV (the permuted copy for the 3072-wide layer)
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_quantlinear_cuda_graph_and_compile(dev, name):
+def test_quantlinear_cuda_graph_and_compile(dev, name, tokens):
     import lowbit.kernels  # noqa: F401  (installs the hook)
 
     s = PRESETS[name]
     lin = nn.Sequential(nn.Linear(1024, 3072).bfloat16(), nn.Linear(3072, 1024).bfloat16())
     model = nn.Sequential(*[QuantLinear.from_float(m, s.weights, s.activations) for m in lin]).cuda()
     lowbit.kernels.prepare(model)
-    x = torch.randn(16, 1024, dtype=torch.bfloat16, device="cuda")
+    x = torch.randn(tokens, 1024, dtype=torch.bfloat16, device="cuda")
     h = model[0](x)  # layer by layer: chained 4-bit activations would amplify one-ulp differences
     for layer, inp, out in ((model[0], x, h), (model[1], h, model[1](h))):
         ref = layer.reference_forward(inp).float()

@@ -199,6 +199,15 @@ class IGELU:
         return x * (erf + self.one)
 
 
+def newton_bits(in_bits: int, channels: int) -> tuple[int, int]:
+    """(vbits, qbits) of I-LayerNorm's integer square root: var = sum (x - mean)^2 < 2^vbits, and after the first
+    Newton step every quotient floor(var / k) < 2^qbits. Integer Newton from above keeps
+    k >= isqrt(var) =: s (floor((k + floor(v/k)) / 2) >= s for any k >= 1), and var <= s^2 + 2s, so
+    var / k <= s + 2 < 2^ceil(vbits/2) + 2 <= 2^qbits. (var = 0 gives y = 0 and a zero output whatever k is.)"""
+    vbits = 2 * (in_bits + 1) + bits_for(channels)
+    return vbits, (vbits + 1) // 2 + 1
+
+
 @dataclass(frozen=True)
 class LayerNormInt:
     """I-LayerNorm (I-ViT): integer mean, integer Newton square root, normalisation by one reciprocal.
@@ -222,10 +231,11 @@ class LayerNormInt:
         mean = A.floordiv(2 * total + c, 2 * c, sbits + 2, signed=True)  # round(total / C), half up
         y = x - mean
         var = torch.sum(y * y, dim=-1, keepdim=True)
-        vbits = 2 * (self.in_bits + 1) + bits_for(c)
+        vbits, qbits = newton_bits(self.in_bits, c)
         k = torch.full_like(var, 1 << 16)
-        for _ in range(self.iterations):  # Newton: k <- floor((k + floor(var / k)) / 2)
-            k = A.shift(k + A.floordiv(var, k, vbits), -1)
+        for i in range(self.iterations):  # Newton: k <- floor((k + floor(var / k)) / 2)
+            # the first step divides by 2^16 (a shift); after it k >= isqrt(var), so var / k < 2^qbits
+            k = A.shift(k + (A.shift(var, -16) if i == 0 else A.floordiv(var, k, vbits, qbits=qbits)), -1)
         k = torch.clamp(k, min=1)
         factor = A.floordiv(torch.full_like(k, (1 << 31) - 1), k, 31)
         return A.shift(y * factor, -1)

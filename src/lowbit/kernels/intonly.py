@@ -20,27 +20,29 @@ import triton
 import triton.language as tl
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
+from lowbit.intonly.ops import newton_bits
 
 
 @triton.jit
 def _floordiv(a, b, ABITS: tl.constexpr, QBITS: tl.constexpr):
-    """floor(a / b) for 0 <= a < 2^ABITS, b >= 1 (int64): IntArith.floordiv's restoring division, same steps.
+    """floor(a / b) for 0 <= a < 2^ABITS, b >= 1 (int64) by restoring long division, one quotient bit per step
+    (IntArith.floordiv's algorithm; the subtraction is a select, not a multiply by the 0/1 bit).
     QBITS < ABITS: the caller proved a < b * 2^QBITS, so only QBITS quotient bits are produced."""
     q = a * 0 + b * 0
     if QBITS < ABITS:
         r = a + b * 0
         for j in range(QBITS):
             t = b << (QBITS - 1 - j)
-            ge = (r >= t).to(tl.int64)
-            r = r - t * ge
-            q = q | (ge << (QBITS - 1 - j))
+            ge = r >= t
+            r = tl.where(ge, r - t, r)
+            q = 2 * q + ge.to(tl.int64)
     else:
         r = q
         for j in range(ABITS):
             r = (r << 1) | ((a >> (ABITS - 1 - j)) & 1)
-            ge = (r >= b).to(tl.int64)
-            r = r - b * ge
-            q = q | (ge << (ABITS - 1 - j))
+            ge = r >= b
+            r = tl.where(ge, r - b, r)
+            q = 2 * q + ge.to(tl.int64)
     return q
 
 
@@ -136,25 +138,42 @@ def _shift_gelu_kernel(x_ptr, b_ptr, c_ptr, out_ptr, M, N, stride_x, stride_out,
 
 @triton.jit
 def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, stride_out, LO: tl.constexpr,
-                      HI: tl.constexpr, SBITS: tl.constexpr, VBITS: tl.constexpr, ITERATIONS: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    rows, cols, ok = _tile(tl.program_id(0), 0, M, C, BLOCK_M, BLOCK_C)
-    x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0).to(tl.int64)
+                      HI: tl.constexpr, SBITS: tl.constexpr, VBITS: tl.constexpr, QBITS: tl.constexpr,
+                      ITERATIONS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    # BLOCK_M rows per program, their columns in chunks of BLOCK_C: pass 1 sums, pass 2 the variance, then the
+    # per-row chain (mean division, Newton, reciprocal) runs once for all BLOCK_M rows, pass 3 writes. The chain
+    # is long (~270 dependent division steps); many rows per program keep the SMs busy while it runs.
+    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
+    rok = rows < M
+    total = tl.zeros((BLOCK_M, 1), tl.int64)
+    for c0 in range(0, C, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)[None, :]
+        x = tl.load(x_ptr + rows * stride_x + cols, mask=rok & (cols < C), other=0).to(tl.int64)
+        total += tl.sum(x, 1)[:, None]
     two_c = tl.full((BLOCK_M, 1), 2, tl.int64) * C
-    a = 2 * tl.sum(x, 1)[:, None] + C  # round(total / C) half up = floor((2 total + C) / 2C), signed
+    a = 2 * total + C  # round(total / C) half up = floor((2 total + C) / 2C), signed
     neg = a < 0
     q = _floordiv(tl.where(neg, two_c - 1 - a, a), two_c, SBITS + 3, SBITS + 3)
-    y = tl.where(cols < C, x - tl.where(neg, -q, q), 0)
-    var = tl.sum(y * y, 1)[:, None]
-    k = tl.full((BLOCK_M, 1), 1 << 16, tl.int64)
-    for _ in range(ITERATIONS):  # Newton: k <- floor((k + floor(var / k)) / 2)
-        k = (k + _floordiv(var, k, VBITS, VBITS)) >> 1
+    mean = tl.where(neg, -q, q)
+    var = tl.zeros((BLOCK_M, 1), tl.int64)
+    for c0 in range(0, C, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)[None, :]
+        x = tl.load(x_ptr + rows * stride_x + cols, mask=rok & (cols < C), other=0).to(tl.int64)
+        y = tl.where(cols < C, x - mean, 0)
+        var += tl.sum(y * y, 1)[:, None]
+    k = ((1 << 16) + (var >> 16)) >> 1  # Newton from k = 2^16: k <- floor((k + floor(var / k)) / 2)
+    for _ in range(ITERATIONS - 1):  # then k >= isqrt(var): short quotients (ops.newton_bits)
+        k = (k + _floordiv(var, k, VBITS, QBITS)) >> 1
     k = tl.maximum(k, 1)
     factor = _floordiv(tl.full((BLOCK_M, 1), (1 << 31) - 1, tl.int64), k, 31, 31)
-    core = (y * factor) >> 1  # unit variance times 2^30 / sqrt(C)
-    acc = core * tl.load(b_ptr + cols, mask=cols < C, other=0) + tl.load(bias_ptr + cols, mask=cols < C, other=0)
-    v = tl.minimum(tl.maximum(_requant(acc, tl.load(c_ptr + cols, mask=cols < C, other=1)), LO), HI)
-    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+    for c0 in range(0, C, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)[None, :]
+        ok = rok & (cols < C)
+        x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0).to(tl.int64)
+        core = ((x - mean) * factor) >> 1  # unit variance times 2^30 / sqrt(C)
+        acc = core * tl.load(b_ptr + cols, mask=cols < C, other=0) + tl.load(bias_ptr + cols, mask=cols < C, other=0)
+        v = tl.minimum(tl.maximum(_requant(acc, tl.load(c_ptr + cols, mask=cols < C, other=1)), LO), HI)
+        tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 # --- launchers --------------------------------------------------------------------------------------------------
@@ -170,9 +189,17 @@ def channel_dyadic(m: Dyadic, n: int, device) -> tuple[torch.Tensor, torch.Tenso
     return tuple(t.to(device=device, dtype=torch.int64).reshape(-1).expand(n).contiguous() for t in (m.b, m.c))
 
 
-def _block_m(block_n: int) -> int:
-    """Rows per program: tiles of about 4096 int64 values (one row of a 4096-wide tensor, 32 rows of 128)."""
-    return max(1, min(64, 4096 // block_n))
+# Launch tiles, measured on the H100 (benchmarks/intonly_gpu.py --sweep): values are int64 inside the kernels, so
+# large tiles cost registers and occupancy (4096-value tiles needed 110-255 registers a thread).
+# elementwise kernels: (values per program, warps); layernorm: (rows per program, column chunk, warps);
+# shiftmax: (values per program, warps), at least one whole row.
+TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 4), "gelu": (512, 4), "layernorm": (16, 128, 4),
+                                     "shiftmax": (2048, 4)}
+
+
+def _block_m(block_n: int, values: int) -> int:
+    """Rows per program so that a tile holds about ``values`` values (at least one row)."""
+    return max(1, min(64, values // block_n))
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -197,11 +224,13 @@ def requant(z: torch.Tensor, m: Dyadic, bits: int, bias: torch.Tensor | None = N
     bias_t = bias.to(device=z.device, dtype=torch.int64).reshape(-1).contiguous() if bias is not None else bc[0]
     lo, hi = qrange(bits)
     lo1, hi1 = qrange(bits + 1)
-    block = min(1024, triton.next_power_of_2(n))
-    bm, rows = _block_m(block), z2d.shape[0]
+    values, warps = TILES["requant"]
+    block = min(values, triton.next_power_of_2(n))
+    bm, rows = _block_m(block, values), z2d.shape[0]
     grid = (triton.cdiv(rows, bm), triton.cdiv(n, block))
     _rq_kernel[grid](z2d, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], out, rows, n, z2d.stride(0), z2.stride(0),
-                     out.stride(0), lo, hi, lo1, hi1, bias is not None, term2 is not None, bm, block)
+                     out.stride(0), lo, hi, lo1, hi1, bias is not None, term2 is not None, bm, block,
+                     num_warps=warps)
     return out.reshape(z.shape)
 
 
@@ -222,10 +251,12 @@ def shiftmax(z: torch.Tensor, m: Dyadic, score_bits: int, op, mask: torch.Tensor
     lo, hi = qrange(score_bits)
     div_abits = bits_for(e.bound()) + op.out_bits + 2
     block_t = max(16, triton.next_power_of_2(t))
-    bm = _block_m(block_t)
+    values, warps = TILES["shiftmax"]
+    bm = _block_m(block_t, values)
     _shiftmax_kernel[(triton.cdiv(h * tq, bm), b)](
         rows, rq, keys, out, t, h * tq, rows.stride(0), rows.stride(1), keys.stride(0), out.stride(0), out.stride(1),
-        lo, hi, e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, div_abits, mask is not None, bm, block_t)
+        lo, hi, e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, div_abits, mask is not None, bm, block_t,
+        num_warps=warps)
     return out.reshape(b, h, tq, t)
 
 
@@ -239,11 +270,12 @@ def shift_gelu(x: torch.Tensor, op, m: Dyadic, bits: int) -> torch.Tensor | None
     out = torch.empty(x2d.shape, dtype=out_dtype(bits), device=x.device)
     e, e0 = op.exp, op.exp.bound()
     lo, hi = qrange(bits)
-    block = min(1024, triton.next_power_of_2(n))
-    bm, rows = _block_m(block), x2d.shape[0]
+    values, warps = TILES["gelu"]
+    block = min(values, triton.next_power_of_2(n))
+    bm, rows = _block_m(block, values), x2d.shape[0]
     _shift_gelu_kernel[(triton.cdiv(rows, bm), triton.cdiv(n, block))](
         x2d, bc[0], bc[1], out, rows, n, x2d.stride(0), out.stride(0), lo, hi, e.x0, e.n, bits_for(-e.n * e.x0),
-        bits_for(e.n), e0, op.out_bits, bits_for(e0) + op.out_bits, bm, block)
+        bits_for(e.n), e0, op.out_bits, bits_for(e0) + op.out_bits, bm, block, num_warps=warps)
     return out.reshape(x.shape)
 
 
@@ -257,10 +289,14 @@ def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int) -> 
     out = torch.empty(x2d.shape, dtype=out_dtype(bits), device=x.device)
     lo, hi = qrange(bits)
     sbits = ln.in_bits + bits_for(c)
-    vbits = 2 * (ln.in_bits + 1) + bits_for(c)
+    vbits, qbits = newton_bits(ln.in_bits, c)
     bias = bias.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous()
-    block, rows = triton.next_power_of_2(c), x2d.shape[0]
-    bm = _block_m(block)
+    rows = x2d.shape[0]
+    bm, block, warps = TILES["layernorm"]
+    block = min(block, triton.next_power_of_2(c))
+    if ln.iterations < 1:
+        raise ValueError(f"I-LayerNorm needs at least one Newton iteration, got {ln.iterations}")
     _layernorm_kernel[(triton.cdiv(rows, bm),)](x2d, bc[0], bc[1], bias, out, rows, c, x2d.stride(0), out.stride(0),
-                                                lo, hi, sbits, vbits, ln.iterations, bm, block)
+                                                lo, hi, sbits, vbits, qbits, ln.iterations, bm, block,
+                                                num_warps=warps)
     return out.reshape(x.shape)
