@@ -305,21 +305,29 @@ class Engine:
         mask = self._op("other", self._mask, attention_mask, b, s, padded)
         first = self.layers[0].qkv if self.layers else None
         h, a, sa = self._ln(x, self.emb_norm, first)
-        for i, L in enumerate(self.layers):
-            if a is None:
-                a = h
-            qkv = self._gemm(a, sa, L.qkv)
-            ctx = self._op("attention", self._attention, qkv, mask, b, s)
-            c, sc = self._quant(ctx, L.o)
-            y = self._gemm(c, sc, L.o, residual=h)
-            h1, a1, sa1 = self._ln(y, L.ln1, L.fc1)
-            g = self._gemm(a1 if a1 is not None else h1, sa1, L.fc1, gelu=True)
-            gq, sg = self._quant(g, L.fc2)
-            y = self._gemm(gq, sg, L.fc2, residual=h1)
-            nxt = self.layers[i + 1].qkv if i + 1 < len(self.layers) else None
-            h, a, sa = self._ln(y, L.ln2, nxt)
+        for i in range(len(self.layers)):
+            h, a, sa = self._layer_forward(i, h, a, sa, mask, b, s)
         hidden = h.view(b, s, self.hidden)
         return hidden, self._op("other", _mean_pool, hidden, attention_mask)
+
+    def _layer_forward(self, i: int, h, a, sa, mask, b: int, s: int, tap: Callable | None = None):
+        """Encoder layer i: (h (B*S, H), its codes and scales for the QKV GEMM) -> the same for layer i + 1.
+
+        `tap(stage, value) -> value` sees each stage's output and returns what the layer goes on with: the
+        per-layer check of benchmarks/encoder_h100.py records the stages, or substitutes the reference's.
+        """
+        t = tap or (lambda _, v: v)
+        L = self.layers[i]
+        qkv = t("qkv", self._gemm(a if a is not None else h, sa, L.qkv))  # (B*S, 3H)
+        ctx = t("attention", self._op("attention", self._attention, qkv, mask, b, s))  # (B*S, H)
+        c, sc = t("o_in", self._quant(ctx, L.o))
+        y = t("o", self._gemm(c, sc, L.o, residual=h))
+        h1, a1, sa1 = t("ln1", self._ln(y, L.ln1, L.fc1))
+        g = t("fc1", self._gemm(a1 if a1 is not None else h1, sa1, L.fc1, gelu=True))  # (B*S, 4H)
+        gq, sg = t("fc2_in", self._quant(g, L.fc2))
+        y = t("fc2", self._gemm(gq, sg, L.fc2, residual=h1))
+        nxt = self.layers[i + 1].qkv if i + 1 < len(self.layers) else None
+        return t("ln2", self._ln(y, L.ln2, nxt))
 
     # --- batching, buckets, graphs ----------------------------------------------------------------------------------
     def _bucket(self, b: int, s: int) -> tuple[int, int]:
@@ -327,17 +335,21 @@ class Engine:
         sb = next((x for x in self.seq_buckets if x >= s), s)
         return bb, sb
 
+    def _pad(self, ids, mask, token_type):
+        """(ids, mask, token_type) padded on the CPU to their bucket (bb, sb), and whether SDPA needs the mask."""
+        b, s = ids.shape
+        bb, sb = self._bucket(b, s)
+        full = lambda v: torch.full((bb, sb), v, dtype=torch.long)  # noqa: E731
+        I, M, T = full(self.pad_id), full(0), full(0)
+        I[:b, :s], M[:b, :s], T[:b, :s] = ids, mask, token_type
+        M[b:, 0] = 1  # filler rows attend to one key, so no row of the batch is all-masked
+        return I, M, T, bool((mask == 0).any()) or sb != s or bb != b
+
     def _run(self, ids, mask, token_type):
         """Forward one padded chunk on the device; returns (hidden (B, S, H), pooled (B, H)) for its real rows."""
         b, s = ids.shape
-        bb, sb = self._bucket(b, s)
-        padded = bool((mask == 0).any()) or sb != s
-        full = lambda t, v: torch.full((bb, sb), v, dtype=torch.long)  # noqa: E731
-        I, M, T = full(ids, self.pad_id), full(mask, 0), full(token_type, 0)
-        I[:b, :s], M[:b, :s], T[:b, :s] = ids, mask, token_type
-        M[b:, 0] = 1  # filler rows attend to one key, so no row of the batch is all-masked
-        if bb != b:
-            padded = True
+        I, M, T, padded = self._pad(ids, mask, token_type)
+        bb, sb = I.shape
         if not self.graphs:
             h, p = self.forward(I.to(self.device), M.to(self.device), T.to(self.device), padded)
             return h[:b, :s], p[:b]
