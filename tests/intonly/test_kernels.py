@@ -105,9 +105,10 @@ def test_bmm_bit_exact_on_strided_views(dev):
     q = _ints((2, 37, 3, 24), 8, dev, torch.int8).transpose(1, 2)  # (B, H, T, d) view, as the graph's heads
     k = _ints((2, 37, 3, 24), 8, dev, torch.int8).transpose(1, 2)
     s = bmm(q, k.transpose(-1, -2))
-    assert s.dtype == torch.int32 and torch.equal(s.long(), q.long().cpu() @ k.long().cpu().transpose(-1, -2))
+    assert s.dtype == torch.int32 and torch.equal(s.long().cpu(), q.long().cpu() @ k.long().cpu().transpose(-1, -2))
     p = torch.randint(0, 128, (2, 3, 37, 37), dtype=torch.int8, device=dev)
-    assert torch.equal(bmm(p, q).long().cpu(), p.long().cpu() @ q.long().cpu())
+    pv = bmm(p, q)  # q is a head view: the product comes back in the same (B, T, H, d) memory
+    assert torch.equal(pv.long().cpu(), p.long().cpu() @ q.long().cpu()) and pv.transpose(1, 2).is_contiguous()
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 13, 11), (5, 64, 48), (37, 40, 24)])
@@ -118,7 +119,7 @@ def test_int_linear_pads_to_int_mm_shapes(dev, m, k, n):
     bias = _ints((n,), 24, dev, torch.int64)
     out = int_linear(x[None], w, bias)
     assert out.shape == (1, m, n) and out.dtype == torch.int32
-    assert torch.equal(out[0].long().cpu(), (x.long() @ w.long().t() + bias).cpu())
+    assert torch.equal(out[0].long().cpu(), x.long().cpu() @ w.long().cpu().t() + bias.cpu())  # int64 matmul: CPU
 
 
 def test_kernels_have_no_float_or_division():

@@ -68,7 +68,12 @@ def bmm(a: torch.Tensor, b: torch.Tensor, block_m: int = 64, block_n: int = 64, 
         raise ValueError(f"intonly bmm: shapes {tuple(a.shape)} and {tuple(b.shape)} do not multiply")
     bb, h, m, k = a.shape
     n = b.shape[-1]
-    c = torch.empty((bb, h, m, n), dtype=torch.int32, device=a.device)
+    if h > 1 and b.stride(-1) == 1 and b.stride(1) == n and b.stride(2) == h * n:
+        # b is a head view (B, H, K, N) of (B, K, H, N) memory (P·V's values): write the product the same way, so
+        # the graph's transpose(1, 2).reshape(B, M, H*N) that follows is a view, not a strided copy
+        c = torch.empty((bb, m, h, n), dtype=torch.int32, device=a.device).transpose(1, 2)
+    else:
+        c = torch.empty((bb, h, m, n), dtype=torch.int32, device=a.device)
     grid = (triton.cdiv(m, block_m), h, bb)
     _bmm_kernel[grid](a, b, c, m, n, k, *a.stride(), *b.stride(), *c.stride(), block_m, block_n, block_k)
     return c
