@@ -36,6 +36,22 @@ def _channel_dyadic(n, in_bits, lo=1e-3, hi=1.0):
 
 
 @pytest.mark.parametrize("bits", [8, 16])
+def test_embed_sum_bit_exact(dev, bits):
+    from lowbit.intonly.dyadic import Dyadic
+    from lowbit.kernels.intonly import embed_sum
+
+    h, (b, t) = 45, (3, 37)
+    terms = []
+    for v in (101, 37, 2):  # word, position, token-type tables
+        codes = _ints((v, h), 8, dev, torch.int8)
+        m = _channel_dyadic(v, 8, 1e-2, 300.0)  # per table row; large ratios saturate the clamp
+        terms.append((codes, Dyadic(m.b.to(dev), m.c.to(dev)), torch.randint(0, v, (b, t), device=dev)))
+    terms[1] = (terms[1][0], terms[1][1], torch.arange(t, device=dev)[None].expand(b, t))  # a broadcast view
+    out = embed_sum(terms, bits)
+    assert out.shape == (b, t, h) and torch.equal(out.long().cpu(), INT.embed_sum(terms, bits).cpu())
+
+
+@pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("shape", [(37, 45), (3, 5, 1100)])
 def test_requant_bit_exact(dev, bits, shape):
     from lowbit.kernels.intonly import requant

@@ -18,7 +18,7 @@ from lowbit.intonly.ops import ShiftExp, ShiftGELU
 
 
 class KernelArith(IntArith):
-    """IntArith with the composite steps (``rq``, ``rq_sum``, ``linear``, ``softmax``, ``gelu_rq``,
+    """IntArith with the composite steps (``embed_sum``, ``rq``, ``rq_sum``, ``linear``, ``softmax``, ``gelu_rq``,
     ``layernorm``) and the attention matmuls run as kernels. Each kernel launcher returns None for a shape it does
     not cover, and the step then runs on :data:`INT` with int64 operands (same result; elementwise torch integer ops
     run on CUDA too)."""
@@ -36,6 +36,10 @@ class KernelArith(IntArith):
 
     def linear(self, x: torch.Tensor, codes: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return self.gemm.int_linear(x, codes, bias)
+
+    def embed_sum(self, terms, bits: int) -> torch.Tensor:
+        out = self.k.embed_sum(terms, bits)
+        return out if out is not None else INT.embed_sum(terms, bits)
 
     def rq(self, z: torch.Tensor, m: Dyadic, bias: torch.Tensor | None, bits: int) -> torch.Tensor:
         out = self.k.requant(z, m, bits, bias)

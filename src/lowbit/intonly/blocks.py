@@ -448,13 +448,9 @@ class IntBertModel(IntEncoder):
         key = "emb.sum"
         if key not in self.scales:
             self._calibrate_scale(key, sum(A.tensor(c) * s[i][..., None] for _, c, s, i in terms), bits)
-        lo, hi = qrange(bits)
-        total = 0
-        for k, c, s, idx in terms:
-            m = self._op(f"emb.{k}", lambda s=s: dyadic(s / self.scales[key], mantissa_bits(8)))
-            total = total + torch.clamp(A.requant(A.tensor(c), Dyadic(m.b[idx][..., None], m.c[idx][..., None])),
-                                        lo, hi)
-        return self._layernorm(A, "emb", torch.clamp(total, lo, hi), bits, self.scales[key])
+        ms = [self._op(f"emb.{k}", lambda s=s: dyadic(s / self.scales[key], mantissa_bits(8))) for k, _, s, _ in terms]
+        total = A.embed_sum([(self.tables[k][0], m, idx) for (k, _, _, idx), m in zip(terms, ms)], bits)
+        return self._layernorm(A, "emb", total, bits, self.scales[key])
 
     # --- HF-compatible boundary -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -107,6 +107,16 @@ class _Composite:
         lo, hi = qrange(bits)
         return torch.clamp(sum(self.rq(z, m, None, bits + 1) for z, m in terms), lo, hi)
 
+    def embed_sum(self, terms: list[tuple[torch.Tensor, Dyadic, torch.Tensor]], bits: int) -> torch.Tensor:
+        """Sum of embedding lookups: for each (table codes (V, H), per-row multiplier m (V,), ids (B, T)), the rows
+        codes[ids] requantized by m[ids] and clamped to bits; the sum clamped to bits."""
+        lo, hi = qrange(bits)
+        total = 0
+        for codes, m, idx in terms:
+            rq = self.requant(self.tensor(codes[idx]), Dyadic(m.b[idx][..., None], m.c[idx][..., None]))
+            total = total + torch.clamp(rq, lo, hi)
+        return torch.clamp(total, lo, hi)
+
     def linear(self, x: torch.Tensor, codes: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """int8 codes x (…, K) times weight codes (N, K)ᵀ plus INT32 bias."""
         return self.matmul(x, self.tensor(codes).t()) + self.tensor(bias)

@@ -12,6 +12,7 @@ reach 2^52, as on the torch path); in memory they are int8 / int32.
 * :func:`shiftmax` — scores (INT32) -> requantized to score_bits -> Shiftmax -> int8 probabilities.
 * :func:`shift_gelu` — ShiftGELU -> requantized (per channel) to the int8 input of FC2.
 * :func:`layernorm` — I-LayerNorm (integer mean, Newton square root, one reciprocal) and its affine requant.
+* :func:`embed_sum` — BERT's three embedding lookups, each requantized by its table row's multiplier, summed.
 """
 from __future__ import annotations
 
@@ -176,6 +177,30 @@ def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, st
         tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit
+def _embed_term(ids_ptr, codes_ptr, b_ptr, c_ptr, stride_codes, rows, rok, cols, ok, LO: tl.constexpr,
+                HI: tl.constexpr):
+    idx = tl.load(ids_ptr + rows, mask=rok, other=0).to(tl.int64)
+    code = tl.load(codes_ptr + idx * stride_codes + cols, mask=ok, other=0).to(tl.int64)
+    v = _requant(code * tl.load(b_ptr + idx, mask=rok, other=0), tl.load(c_ptr + idx, mask=rok, other=1))
+    return tl.minimum(tl.maximum(v, LO), HI)
+
+
+@triton.jit
+def _embed_kernel(i0, t0, b0, c0, i1, t1, b1, c1, i2, t2, b2, c2, out_ptr, R, H, s0, s1, s2, stride_out,
+                  LO: tl.constexpr, HI: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
+    # word + position + token-type rows, each requantized by its table row's multiplier (IntArith.embed_sum)
+    rows = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)[:, None]
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
+    rok = rows < R
+    ok = rok & (cols < H)
+    v = _embed_term(i0, t0, b0, c0, s0, rows, rok, cols, ok, LO, HI)
+    v += _embed_term(i1, t1, b1, c1, s1, rows, rok, cols, ok, LO, HI)
+    v += _embed_term(i2, t2, b2, c2, s2, rows, rok, cols, ok, LO, HI)
+    v = tl.minimum(tl.maximum(v, LO), HI)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+
+
 # --- launchers --------------------------------------------------------------------------------------------------
 def out_dtype(bits: int) -> torch.dtype:
     """int8 for codes that feed a GEMM, int32 otherwise (int16 sums would overflow in the torch glue)."""
@@ -301,3 +326,27 @@ def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int) -> 
                                                 lo, hi, sbits, vbits, qbits, ln.iterations, bm, block,
                                                 num_warps=warps)
     return out.reshape(x.shape)
+
+
+def embed_sum(terms, bits: int) -> torch.Tensor | None:
+    """IntArith.embed_sum for exactly three lookups (BERT's word, position and token-type tables) whose multipliers
+    are per table row; None otherwise (torch path)."""
+    if len(terms) != 3:
+        return None
+    shape, h = terms[0][2].shape, terms[0][0].shape[1]
+    args = []
+    for codes, m, idx in terms:
+        v = codes.shape[0]
+        if idx.shape != shape or codes.shape[1] != h or codes.stride(1) != 1 or m.b.shape != (v,) \
+                or m.c.shape != (v,):
+            return None
+        args += [idx.reshape(-1).contiguous(), codes, m.b.to(torch.int64), m.c.to(torch.int64)]
+    rows = args[0].numel()
+    out = torch.empty((rows, h), dtype=out_dtype(bits), device=args[0].device)
+    lo, hi = qrange(bits)
+    values, warps = TILES["requant"]
+    block = min(values, triton.next_power_of_2(h))
+    br = _block_m(block, values)
+    _embed_kernel[(triton.cdiv(rows, br), triton.cdiv(h, block))](
+        *args, out, rows, h, *(t[0].stride(0) for t in terms), out.stride(0), lo, hi, br, block, num_warps=warps)
+    return out.reshape(*shape, h)
