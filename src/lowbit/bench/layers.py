@@ -63,15 +63,37 @@ def roofline_us(method: str, m: int, n: int, k: int) -> float:
 
 
 # --- builders: each returns a list of zero-argument callables (one per rotating copy) ---------------------------
+# Random data comes from a private generator per device, never torch's default CUDA generator: a peer whose CUDA-graph
+# capture fails leaves the default generator in capture mode, and every later torch.randn on it raises ("Offset
+# increment outside graph capture"; this failed all rows after bitsandbytes int8 on the H100, 2026-11-23).
+_GENERATORS: dict[str, torch.Generator] = {}
+
+
+def _gen(dev) -> torch.Generator:
+    key = str(torch.device(dev))
+    if key not in _GENERATORS:
+        _GENERATORS[key] = torch.Generator(device=key).manual_seed(0)
+    return _GENERATORS[key]
+
+
+def _randn(*shape, device, dtype=torch.float32):
+    return torch.randn(*shape, device=device, dtype=dtype, generator=_gen(device))
+
+
+def _rand(*shape, device):
+    return torch.rand(*shape, device=device, generator=_gen(device))
+
+
 def _linear(n, k, dev, dtype=torch.bfloat16):
     lin = torch.nn.Linear(k, n, bias=False, device=dev, dtype=dtype)
-    torch.nn.init.normal_(lin.weight, std=k ** -0.5)
+    with torch.no_grad():
+        lin.weight.copy_(_randn(n, k, device=dev, dtype=dtype) * k ** -0.5)
     return lin
 
 
 def _bf16(m, n, k, dev, copies):
-    ws = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) * k ** -0.5 for _ in range(copies)]
-    xs = [torch.randn(m, k, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
+    ws = [_randn(n, k, device=dev, dtype=torch.bfloat16) * k ** -0.5 for _ in range(copies)]
+    xs = [_randn(m, k, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
     return [lambda w=w, x=x: torch.nn.functional.linear(x, w) for w, x in zip(ws, xs)]
 
 
@@ -79,10 +101,10 @@ def _cublas_fp8(m, n, k, dev, copies):
     f8 = torch.float8_e4m3fn
     out = []
     for _ in range(copies):
-        a = torch.randn(m, k, device=dev).to(f8)
-        b = torch.randn(n, k, device=dev).to(f8)
-        sa = torch.rand(m, 1, device=dev) + 0.5
-        sb = torch.rand(1, n, device=dev) + 0.5
+        a = _randn(m, k, device=dev).to(f8)
+        b = _randn(n, k, device=dev).to(f8)
+        sa = _rand(m, 1, device=dev) + 0.5
+        sb = _rand(1, n, device=dev) + 0.5
         out.append(lambda a=a, b=b, sa=sa, sb=sb: torch._scaled_mm(a, b.t(), sa, sb, out_dtype=torch.bfloat16))
     return out
 
@@ -112,7 +134,7 @@ def _ours(preset):
         qs = [q] + [copy.deepcopy(q) for _ in range(copies - 1)]
         for c in qs[1:]:
             lowbit.kernels.prepare(c)
-        xs = [torch.randn(m, k, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
+        xs = [_randn(m, k, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
         return [lambda q=q, x=x: q(x) for q, x in zip(qs, xs)]
     return build
 
@@ -130,7 +152,7 @@ def _torchao(kind):
             mod = torch.nn.Sequential(_linear(n, k, dev))
             quantize_(mod, cfg())
             mods.append(mod)
-        xs = [torch.randn(m, k, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
+        xs = [_randn(m, k, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
         return [lambda f=f, x=x: f(x) for f, x in zip(mods, xs)]
     return build
 
@@ -149,7 +171,7 @@ def _bnb(kind):
                 q = bnb.nn.Linear8bitLt(k, n, bias=False, has_fp16_weights=False, threshold=6.0)
                 q.weight = bnb.nn.Int8Params(lin.weight.data.half(), requires_grad=False, has_fp16_weights=False)
             mods.append(q.to(dev))
-        xs = [torch.randn(m, k, device=dev, dtype=torch.bfloat16 if kind == "nf4" else torch.float16)
+        xs = [_randn(m, k, device=dev, dtype=torch.bfloat16 if kind == "nf4" else torch.float16)
               for _ in range(copies)]
         return [lambda f=f, x=x: f(x) for f, x in zip(mods, xs)]
     return build
@@ -168,7 +190,7 @@ def _asym_int4_g128(weight: torch.Tensor, dt: torch.dtype) -> tuple[torch.Tensor
 
 def _gemlite(kind):
     def build(m, n, k, dev, copies):
-        import gemlite
+        from gemlite import helper as gemlite  # gemlite 0.6 keeps its layer classes in gemlite.helper
 
         mods = []
         dt = torch.float16
@@ -184,7 +206,7 @@ def _gemlite(kind):
                 mods.append(gemlite.A8W8_fp8_dynamic(device=dev, dtype=dt).from_linear(lin))
             else:
                 mods.append(gemlite.A8W8_int8_dynamic(device=dev, dtype=dt).from_linear(lin))
-        xs = [torch.randn(m, k, device=dev, dtype=dt) for _ in range(copies)]
+        xs = [_randn(m, k, device=dev, dtype=dt) for _ in range(copies)]
         return [lambda f=f, x=x: f(x) for f, x in zip(mods, xs)]
     return build
 
