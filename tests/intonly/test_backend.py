@@ -24,7 +24,12 @@ def bert():
     ids = torch.randint(0, 120, (2, 13), generator=g)  # odd length
     mask = torch.ones_like(ids)
     mask[1, 7:] = 0
-    return IntBertModel(tiny_bert(), IntConfig(smooth="auto", score_bits=16)).calibrate(calib), \
+    model = tiny_bert()
+    with torch.no_grad():  # HF initialises linear biases to zero: give them values so bias handling is tested
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
+                mod.bias.normal_(0.0, 0.2, generator=g)
+    return IntBertModel(model, IntConfig(smooth="auto", score_bits=16)).calibrate(calib), \
         (ids, mask, torch.zeros_like(ids))
 
 
@@ -37,6 +42,37 @@ def test_bert_kernel_backend_equals_torch_integer_backend(bert):
     assert s_k == s_int and h_k.dtype == torch.int32
     assert torch.equal(h_k.long(), h_int)
     assert not report.violations  # the torch glue around the kernels is integer-only too
+
+
+@needs_kernels
+def test_kernel_backend_adds_linear_biases_inside_the_requant_kernels(bert, monkeypatch):
+    """Every linear's INT32 bias goes into the requantization that consumes it (q, k, v, fc1: rq_linear; o, fc2:
+    the residual sum's first term), none through a separate pass, and the codes stay those of the INT backend."""
+    from lowbit.intonly.backend import KernelArith
+
+    im, args = bert
+    seen = {"linear_bias": 0, "rq_linear": 0, "rq_sum_bias": 0}
+    linear, rq_linear, rq_sum = KernelArith.linear, KernelArith.rq_linear, KernelArith.rq_sum
+
+    def count_linear(self, x, codes, bias):
+        seen["linear_bias"] += bias is not None
+        return linear(self, x, codes, bias)
+
+    def count_rq_linear(self, *a):
+        seen["rq_linear"] += 1
+        return rq_linear(self, *a)
+
+    def count_rq_sum(self, terms, bits, bias0=None):
+        seen["rq_sum_bias"] += bias0 is not None
+        return rq_sum(self, terms, bits, bias0)
+
+    monkeypatch.setattr(KernelArith, "linear", count_linear)
+    monkeypatch.setattr(KernelArith, "rq_linear", count_rq_linear)
+    monkeypatch.setattr(KernelArith, "rq_sum", count_rq_sum)
+    h_k, _ = im.integer_forward(im._backend("kernel"), *args)
+    layers = im.layers
+    assert seen == {"linear_bias": 0, "rq_linear": 4 * layers, "rq_sum_bias": 2 * layers}
+    assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])
 
 
 @needs_kernels

@@ -143,8 +143,8 @@ class IntLinear:
         self.out_scale = self.in_scale * self.w_scale
         self.out_bits = bits_for(self.codes.shape[1] * 128 * 128 + int(self.bias.abs().max()))
 
-    def __call__(self, A, x: torch.Tensor) -> torch.Tensor:
-        return A.linear(x, self.codes, self.bias)  # (…, N) INT32
+    def __call__(self, A, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
+        return A.linear(x, self.codes, self.bias if with_bias else None)  # (…, N) INT32
 
 
 class IntEncoder(nn.Module):
@@ -258,9 +258,30 @@ class IntEncoder(nn.Module):
             return z * _t(in_scale, z) / self.scales[key]
         return A.rq(z, m, None, bits)
 
+    def _linear_rq(self, A, key: str, lin: "IntLinear", x: torch.Tensor, bits: int) -> torch.Tensor:
+        """lin(x) requantized at `key`; a backend that fuses the bias gets it into the requantization instead of
+        a pass over the INT32 output (same integers)."""
+        if A.fuses_bias and key in self.plan and not self._float_rq(key):
+            return A.rq_linear(lin(A, x, with_bias=False), self.plan[key], lin.bias, bits)
+        return self._rq(A, key, lin(A, x), lin.out_scale, lin.out_bits, bits)
+
+    def _linear_term(self, A, lin: "IntLinear", x: torch.Tensor) -> tuple:
+        """A residual-sum term (z, scale, bits, pending bias) of lin(x): the bias stays pending on a backend that
+        fuses it (``_rq_sum`` adds it in its kernel, or to z where it needs the full value)."""
+        if A.fuses_bias:
+            return lin(A, x, with_bias=False), lin.out_scale, lin.out_bits, lin.bias
+        return lin(A, x), lin.out_scale, lin.out_bits, None
+
     def _rq_sum(self, A, key: str, terms, bits: int) -> torch.Tensor:
-        """Requantize each (z, in_scale, in_bits) term to the scale of `key` and add (I-ViT QuantAct with
-        identity); the sum is clamped to bits."""
+        """Requantize each (z, in_scale, in_bits[, pending bias]) term to the scale of `key` and add (I-ViT
+        QuantAct with identity); the sum is clamped to bits."""
+        terms = [tuple(t) + (None,) * (4 - len(t)) for t in terms]
+        fused = (terms[0][3] is not None and all(t[3] is None for t in terms[1:]) and key in self.scales
+                 and all(f"{key}.{j}" in self.plan for j in range(len(terms))) and not self._float_rq(f"{key}.0"))
+        if fused:
+            ms = [self.plan[f"{key}.{j}"] for j in range(len(terms))]
+            return A.rq_sum([(z, m) for (z, _, _, _), m in zip(terms, ms)], bits, bias0=terms[0][3])
+        terms = [(z if b is None else z + A.tensor(b).to(z.device), s, zb) for z, s, zb, b in terms]
         if key not in self.scales:
             self._calibrate_scale(key, sum(z * _t(s, z) for z, s, _ in terms), bits)
             for j in range(len(terms)):
@@ -353,7 +374,7 @@ class IntEncoder(nn.Module):
                 x[keys[n]] = self._linear_in(A, keys[n], tuple(m for m in qkv if keys[m] == keys[n]), h, s_h,
                                              self.config.residual_bits)
             lin = self.linears[n]
-            z = self._rq(A, f"{n}.out", lin(A, x[keys[n]]), lin.out_scale, lin.out_bits, 8)
+            z = self._linear_rq(A, f"{n}.out", lin, x[keys[n]], 8)
             heads[n[len(p):]] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
         s_q, s_k, s_v = (self.scales[f"{p}{n}.out"] for n in ("q", "k", "v"))
         scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
@@ -374,13 +395,13 @@ class IntEncoder(nn.Module):
         pv_bits = bits_for(self.max_tokens * 2 ** (c.prob_bits + 7))
         ctx8 = self._linear_in(A, p + "ctx", (p + "o",), ctx, softmax.out_scale * s_v, pv_bits)
         lin = self.linears[p + "o"]
-        return lin(A, ctx8), lin.out_scale, lin.out_bits
+        return self._linear_term(A, lin, ctx8)
 
     def _ffn(self, A, p: str, h: torch.Tensor, s_h: float):
         c = self.config
         x = self._linear_in(A, p + "x2", (p + "fc1",), h, s_h, c.residual_bits)
         fc1 = self.linears[p + "fc1"]
-        g_in = self._rq(A, p + "gelu.in", fc1(A, x), fc1.out_scale, fc1.out_bits, c.gelu_in_bits)
+        g_in = self._linear_rq(A, p + "gelu.in", fc1, x, c.gelu_in_bits)
         s_g = self.scales[p + "gelu.in"]
         gelu = self._op(p + "gelu", lambda: ShiftGELU.build(s_g) if c.gelu == "shift" else IGELU.build(s_g))
         if p + "x3" in self.plan and not ("gelu" in self.float_ops or self._float_rq(p + "x3")):
@@ -394,7 +415,7 @@ class IntEncoder(nn.Module):
                 c.gelu_in_bits + bits_for(2 * abs(gelu.one) + 2**16)
             x3 = self._linear_in(A, p + "x3", (p + "fc2",), g, gelu.out_scale, g_bits)
         fc2 = self.linears[p + "fc2"]
-        return fc2(A, x3), fc2.out_scale, fc2.out_bits
+        return self._linear_term(A, fc2, x3)
 
 
 class IntBertModel(IntEncoder):

@@ -97,14 +97,26 @@ class _Composite:
     """The composite steps of the integer graph, each written as its parts. A kernel backend
     (:class:`lowbit.intonly.backend.KernelArith`) runs each as one fused kernel with the same result."""
 
+    # True: the graph hands linear outputs over without their INT32 bias, and the consumer's requantization
+    # (rq_linear / rq_sum's bias0) adds it; the result is the same integer either way.
+    fuses_bias = False
+
     def rq(self, z: torch.Tensor, m: Dyadic, bias: torch.Tensor | None, bits: int) -> torch.Tensor:
         """requant, clamped to a signed bits-bit code."""
         lo, hi = qrange(bits)
         return torch.clamp(self.requant(z, m, bias), lo, hi)
 
-    def rq_sum(self, terms: list[tuple[torch.Tensor, Dyadic]], bits: int) -> torch.Tensor:
-        """Each term requantized to bits + 1, summed, clamped to bits (the residual add)."""
+    def rq_linear(self, z: torch.Tensor, m: Dyadic, bias: torch.Tensor, bits: int) -> torch.Tensor:
+        """rq of a linear output z whose INT32 bias was not added yet: rq(z + bias)."""
+        return self.rq(z + self.tensor(bias).to(z.device), m, None, bits)
+
+    def rq_sum(self, terms: list[tuple[torch.Tensor, Dyadic]], bits: int,
+               bias0: torch.Tensor | None = None) -> torch.Tensor:
+        """Each term requantized to bits + 1, summed, clamped to bits (the residual add). bias0: the first term's
+        INT32 linear bias when it was not added yet."""
         lo, hi = qrange(bits)
+        if bias0 is not None:
+            terms = [(terms[0][0] + self.tensor(bias0).to(terms[0][0].device), terms[0][1]), *terms[1:]]
         return torch.clamp(sum(self.rq(z, m, None, bits + 1) for z, m in terms), lo, hi)
 
     def embed_sum(self, terms: list[tuple[torch.Tensor, Dyadic, torch.Tensor]], bits: int) -> torch.Tensor:
@@ -117,9 +129,10 @@ class _Composite:
             total = total + torch.clamp(rq, lo, hi)
         return torch.clamp(total, lo, hi)
 
-    def linear(self, x: torch.Tensor, codes: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """int8 codes x (…, K) times weight codes (N, K)ᵀ plus INT32 bias."""
-        return self.matmul(x, self.tensor(codes).t()) + self.tensor(bias)
+    def linear(self, x: torch.Tensor, codes: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """int8 codes x (…, K) times weight codes (N, K)ᵀ plus INT32 bias (None: no bias)."""
+        z = self.matmul(x, self.tensor(codes).t())
+        return z if bias is None else z + self.tensor(bias)
 
     def softmax(self, op, z: torch.Tensor, m: Dyadic, bits: int, mask: torch.Tensor | None) -> torch.Tensor:
         """Scores z requantized to bits, then the integer softmax ``op``."""
