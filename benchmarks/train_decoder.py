@@ -127,9 +127,10 @@ def train(d: Path, out: Path, steps: int, batch: int, lr: float, seed: int, ever
             if v < best:
                 best = v
                 rec["saved"] = True
-                # bf16 weights in shards under 16 MiB (what the device tool brings back per file)
-                model.to(torch.bfloat16).save_pretrained(out, max_shard_size="14MB")
-                model.float()
+                # bf16 copies of the weights in shards under 16 MiB (what the device tool brings back per file);
+                # the fp32 training weights are left as they are
+                model.save_pretrained(out, max_shard_size="14MB",
+                                      state_dict={k: v.to(torch.bfloat16) for k, v in model.state_dict().items()})
     (out / "train_log.json").write_text(json.dumps({"arch": cfg.to_dict(), "steps": steps, "batch": batch,
                                                     "lr": lr, "seed": seed, "ctx": CTX, "log": log}, indent=1))
     print(f"best validation loss {best:.4f} (ppl {math.exp(best):.2f}); saved in {out}")
