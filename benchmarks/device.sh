@@ -4,6 +4,8 @@
 #   ours   lowbit bench layers: bf16, cuBLAS FP8/INT8 and lowbit's kernels, all shapes
 #   peers  the same shapes for the peers (wheels from ../shared/wheels carried in .whl/)
 #   e2e    Llama-2-7B-shaped decode / prefill
+#   intonly  integer-only BERT-base / ViT-B vs HF FP16 (tiles swept first; issue 7)
+#   engine   the encoder engine's per-layer / per-op kernel check, then its timing table (issue 4)
 # Logs and tables go to $OUT (or ./bench-out).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
@@ -19,5 +21,9 @@ for stage in "$@"; do
     ours)  python3 -m lowbit.cli bench layers --out "$OUT/ours" ${LAYER_ARGS:-} 2>&1 | tee "$OUT/ours.log" ;;
     peers) python3 -m lowbit.cli bench layers --methods peers --out "$OUT/peers" ${PEER_ARGS:-} 2>&1 | tee "$OUT/peers.log" ;;
     e2e)   python3 -m lowbit.cli bench e2e --out "$OUT/e2e" ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e.log" ;;
+    intonly) python3 benchmarks/intonly_gpu.py --sweep --out "$OUT/intonly" ${INTONLY_ARGS:-} 2>&1 | tee "$OUT/intonly.log" ;;
+    engine) mkdir -p "$OUT/engine"
+            OUT=$OUT/engine python3 benchmarks/encoder_h100.py bert-base 4 100 --check-layers --only-check 2>&1 | tee "$OUT/engine-check.log"
+            OUT=$OUT/engine python3 benchmarks/encoder_h100.py bert-base ${ENGINE_BATCHES:-1,128,8,32} ${ENGINE_SEQS:-128,384} 2>&1 | tee "$OUT/engine.log" ;;
   esac
 done
