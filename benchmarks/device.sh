@@ -2,7 +2,8 @@
 # Runs on the H100 device machine from the repo root: `bash benchmarks/device.sh STAGE...` with stages
 #   test   pytest -m gpu tests/kernels (real sizes, poisoned outputs)
 #   ours   lowbit bench layers: bf16, cuBLAS FP8/INT8 and lowbit's kernels, all shapes
-#   peers  the same shapes for the peers (wheels from ../shared/wheels carried in .whl/)
+#   peers  the same shapes for the peers beside bf16 and our main kernels, one process (wheels from
+#          ../shared/wheels carried in .whl/)
 #   e2e    Llama-2-7B-shaped decode / prefill
 #   intonly  integer-only BERT-base / ViT-B vs HF FP16 (tiles swept first; issue 7)
 #   engine   the encoder engine's per-layer / per-op kernel check, then its timing table (issue 4)
@@ -19,7 +20,7 @@ for stage in "$@"; do
   case $stage in
     test)  python3 -m pytest -m gpu tests/kernels -q -x -p no:cacheprovider 2>&1 | tee "$OUT/test.log" ;;
     ours)  python3 -m lowbit.cli bench layers --out "$OUT/ours" ${LAYER_ARGS:-} 2>&1 | tee "$OUT/ours.log" ;;
-    peers) python3 -m lowbit.cli bench layers --methods peers --out "$OUT/peers" ${PEER_ARGS:-} 2>&1 | tee "$OUT/peers.log" ;;
+    peers) python3 -m lowbit.cli bench layers --methods bf16,cublas-fp8,w4a16,w4a8-int,w8a8-int8,w8a8-fp8,w4a4-int,peers --out "$OUT/peers" ${PEER_ARGS:-} 2>&1 | tee "$OUT/peers.log" ;;
     e2e)   python3 -m lowbit.cli bench e2e --out "$OUT/e2e" ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e.log" ;;
     intonly) python3 benchmarks/intonly_gpu.py --sweep --out "$OUT/intonly" ${INTONLY_ARGS:-} 2>&1 | tee "$OUT/intonly.log" ;;
     engine) mkdir -p "$OUT/engine"
