@@ -27,7 +27,8 @@ INT_STAGES = (("_bmm_kernel", "attention GEMMs (Triton int8)"), ("_shiftmax", "S
               ("_shift_gelu", "ShiftGELU + requant"), ("_layernorm_kernel", "I-LayerNorm + requant"),
               ("_rq_kernel", "requant / residual add"), ("gemm", "linears (_int_mm)"), ("igemm", "linears (_int_mm)"),
               ("cutlass", "linears (_int_mm)"), ("", "other (embedding, pads, casts, bias)"))
-FP16_STAGES = (("nvjet", "GEMMs"), ("flash", "attention (SDPA)"), ("fmha", "attention (SDPA)"), ("efficient_attention", "attention (SDPA)"),
+FP16_STAGES = (("nvjet", "GEMMs"), ("flash", "attention (SDPA)"), ("fmha", "attention (SDPA)"),
+               ("efficient_attention", "attention (SDPA)"),
                ("softmax", "softmax"), ("gemm", "GEMMs"), ("cutlass", "GEMMs"), ("layer_norm", "LayerNorm"),
                ("gelu", "GELU"), ("", "other"))
 
@@ -199,7 +200,7 @@ SWEEP = {"layernorm": [(16, 128, 4), (8, 128, 4), (4, 256, 4), (32, 64, 4), (16,
          "shiftmax": [(2048, 4), (1024, 4), (4096, 8), (512, 2), (2048, 8)]}
 
 
-def sweep_tiles(im, x: dict, args) -> dict:
+def sweep_tiles(im, x: dict) -> dict:
     """Coordinate descent over TILES: per kernel family, the option with the fastest graph-replayed forward."""
     from lowbit.kernels import intonly
 
@@ -270,8 +271,8 @@ def main(argv=None) -> None:
         if args.sweep and name == "bert-base":
             from lowbit.kernels import intonly
 
-            info["tile sweep"] = sweep_tiles(im, {k: v.cuda() for k, v in inputs(args.batches[0], args.seqs[0]).items()},
-                                             args)
+            first = inputs(args.batches[0], args.seqs[0])
+            info["tile sweep"] = sweep_tiles(im, {k: v.cuda() for k, v in first.items()})
             info["tiles"] = {k: list(v) for k, v in intonly.TILES.items()}
             require_kernels(im, inputs(3, 77))  # still bit-exact with the chosen tiles (several row blocks)
         if hasattr(fp.config, "_attn_implementation"):

@@ -219,10 +219,10 @@ BUILDERS: dict[str, Callable] = {"bf16": _bf16, "cublas-fp8": _cublas_fp8, "cubl
                                  "gemlite-a8w8-fp8": _gemlite("a8w8-fp8"), "gemlite-a8w8-int8": _gemlite("a8w8-int8"),
                                  "gemlite-a8w4": _gemlite("a8w4")}
 NOTES = {"cublas-fp8": "GEMM only (A pre-quantized)", "cublas-int8": "GEMM only (A pre-quantized, int32 out)"}
-# Methods timed eagerly: gemlite's launch path cannot be captured (shared/GPU.md), and a failed capture leaves
-# torch's CUDA RNG in capture mode, so every later row of the process failed ("Offset increment outside graph
-# capture"; H100 run of 2026-11-23). torchao int8 dynamic fails capture too (GPU.md). The table marks these "eager".
-EAGER = ("gemlite-", "torchao-int8-dyn")  # torchao int8 dynamic: capture fails too (GPU.md)
+# Methods whose launch path cannot be captured in a CUDA graph (shared/GPU.md): timed eagerly without trying (a
+# failed capture costs a capture attempt per row; see _gen for what it did to the default generator). The table
+# marks these rows "eager".
+EAGER = ("gemlite-", "torchao-int8-dyn")
 
 
 def bench_one(method: str, m: int, n: int, k: int, dev: str = "cuda") -> Row:

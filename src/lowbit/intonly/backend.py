@@ -47,22 +47,13 @@ class KernelArith(IntArith):
         return out if out is not None else INT.rq(z.long(), m, bias, bits)
 
     def rq_linear(self, z: torch.Tensor, m: Dyadic, bias: torch.Tensor, bits: int) -> torch.Tensor:
-        out = self.k.requant(z, m, bits, self._scaled_bias(bias, m, z))
+        out = self.k.requant(z, m, bits, lin_bias=bias)
         return out if out is not None else INT.rq_linear(z.long(), m, bias, bits)
 
     def rq_sum(self, terms: list[tuple[torch.Tensor, Dyadic]], bits: int,
                bias0: torch.Tensor | None = None) -> torch.Tensor:
-        out = None
-        if len(terms) == 2:
-            b0 = None if bias0 is None else self._scaled_bias(bias0, terms[0][1], terms[0][0])
-            out = self.k.requant(*terms[0], bits, b0, term2=terms[1])
+        out = self.k.requant(*terms[0], bits, term2=terms[1], lin_bias=bias0) if len(terms) == 2 else None
         return out if out is not None else INT.rq_sum([(z.long(), m) for z, m in terms], bits, bias0)
-
-    @staticmethod
-    def _scaled_bias(bias: torch.Tensor, m: Dyadic, z: torch.Tensor) -> torch.Tensor:
-        """bias * b, so that z * b + bias * b = (z + bias) * b: the requant kernel adds it after the multiply.
-        |z + bias| < 2^31 and b < 2^31, so every product and the sum stay inside int64."""
-        return bias.to(device=z.device, dtype=torch.int64) * m.b.to(device=z.device, dtype=torch.int64).reshape(-1)
 
     def softmax(self, op, z: torch.Tensor, m: Dyadic, bits: int, mask: torch.Tensor | None) -> torch.Tensor:
         out = self.k.shiftmax(z, m, bits, op, mask) if isinstance(op.exp, ShiftExp) and z.dim() == 4 else None

@@ -78,12 +78,15 @@ def _tile(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _rq_kernel(z_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, stride_z, stride_z2, stride_out,
-               LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr,
-               HAS_BIAS: tl.constexpr, TWO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _rq_kernel(z_ptr, b_ptr, c_ptr, bias_ptr, lin_bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, stride_z, stride_z2,
+               stride_out, LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr,
+               HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr):
     rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
     cok = cols < N
     z = tl.load(z_ptr + rows * stride_z + cols, mask=ok, other=0).to(tl.int64)
+    if HAS_LIN_BIAS:  # the INT32 bias of the linear that produced z, added before the multiply
+        z = z + tl.load(lin_bias_ptr + cols, mask=cok, other=0)
     acc = z * tl.load(b_ptr + cols, mask=cok, other=0)
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + cols, mask=cok, other=0)
@@ -190,10 +193,8 @@ def _embed_term(ids_ptr, codes_ptr, b_ptr, c_ptr, stride_codes, rows, rok, cols,
 def _embed_kernel(i0, t0, b0, c0, i1, t1, b1, c1, i2, t2, b2, c2, out_ptr, R, H, s0, s1, s2, stride_out,
                   LO: tl.constexpr, HI: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
     # word + position + token-type rows, each requantized by its table row's multiplier (IntArith.embed_sum)
-    rows = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)[:, None]
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
+    rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), R, H, BLOCK_R, BLOCK_H)
     rok = rows < R
-    ok = rok & (cols < H)
     v = _embed_term(i0, t0, b0, c0, s0, rows, rok, cols, ok, LO, HI)
     v += _embed_term(i1, t1, b1, c1, s1, rows, rok, cols, ok, LO, HI)
     v += _embed_term(i2, t2, b2, c2, s2, rows, rok, cols, ok, LO, HI)
@@ -234,29 +235,32 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def requant(z: torch.Tensor, m: Dyadic, bits: int, bias: torch.Tensor | None = None,
-            term2: tuple[torch.Tensor, Dyadic] | None = None) -> torch.Tensor | None:
-    """clamp(round_half_up((z * b + bias) / 2^c), qrange(bits)) over the last dim of z; with ``term2 = (z2, m2)``,
+            term2: tuple[torch.Tensor, Dyadic] | None = None, lin_bias: torch.Tensor | None = None
+            ) -> torch.Tensor | None:
+    """clamp(round_half_up(((z + lin_bias) * b + bias) / 2^c), qrange(bits)) over the last dim of z (lin_bias: a
+    linear's INT32 bias not yet added; bias: at shift precision); with ``term2 = (z2, m2)``,
     clamp(clamp(rq(z), bits+1) + clamp(rq(z2), bits+1), bits). None when the shapes are outside the kernel's
     (multipliers not per tensor / per last-dim channel, or z2 shaped unlike z): the caller takes the torch path."""
     n = z.shape[-1]
     bc = channel_dyadic(m, n, z.device)
     bc2 = channel_dyadic(term2[1], n, z.device) if term2 is not None else bc
     if bc is None or bc2 is None or (term2 is not None and term2[0].shape != z.shape) \
-            or (bias is not None and bias.numel() != n):
+            or any(t is not None and t.numel() != n for t in (bias, lin_bias)):
         return None
     z2d = _rows(z)
     z2 = _rows(term2[0]) if term2 is not None else z2d
     out = torch.empty(z2d.shape, dtype=out_dtype(bits), device=z.device)
-    bias_t = bias.to(device=z.device, dtype=torch.int64).reshape(-1).contiguous() if bias is not None else bc[0]
+    bias_t, lin_t = (t.to(device=z.device, dtype=torch.int64).reshape(-1).contiguous() if t is not None else bc[0]
+                     for t in (bias, lin_bias))
     lo, hi = qrange(bits)
     lo1, hi1 = qrange(bits + 1)
     values, warps = TILES["requant"]
     block = min(values, triton.next_power_of_2(n))
     bm, rows = _block_m(block, values), z2d.shape[0]
     grid = (triton.cdiv(rows, bm), triton.cdiv(n, block))
-    _rq_kernel[grid](z2d, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], out, rows, n, z2d.stride(0), z2.stride(0),
-                     out.stride(0), lo, hi, lo1, hi1, bias is not None, term2 is not None, bm, block,
-                     num_warps=warps)
+    _rq_kernel[grid](z2d, bc[0], bc[1], bias_t, lin_t, z2, bc2[0], bc2[1], out, rows, n, z2d.stride(0), z2.stride(0),
+                     out.stride(0), lo, hi, lo1, hi1, bias is not None, lin_bias is not None, term2 is not None, bm,
+                     block, num_warps=warps)
     return out.reshape(z.shape)
 
 

@@ -1,0 +1,121 @@
+"""Registers, stack and SASS size of the integer-only kernels for sm_90 (H100), without a GPU.
+
+Runs a one-layer BERT-base-width integer model on the kernel backend under Triton's interpreter to record each
+kernel's launch arguments, then compiles every kernel for sm_90 at those constants (``triton.compile`` with a
+``GPUTarget``) and reads the cubin with the ``cuobjdump`` Triton ships:
+
+    PYTHONPATH=src .venv/bin/python benchmarks/kernel_regs.py                     # the launches as configured (TILES)
+    PYTHONPATH=src .venv/bin/python benchmarks/kernel_regs.py --old-tiles         # the 4096-value tiles of 9d74dae
+
+A thread has at most 255 registers, an SM 64 K: registers x threads per program bounds how many programs an SM runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+
+import lowbit.kernels.intonly as K
+
+KERNELS = ("_rq_kernel", "_shiftmax_kernel", "_shift_gelu_kernel", "_layernorm_kernel", "_embed_kernel")
+PTR = {torch.int64: "*i64", torch.int32: "*i32", torch.int8: "*i8"}
+
+
+def record() -> dict:
+    """{kernel: (num_warps, args)} of each kernel's first launch in a one-layer BERT-base-width integer forward
+    (run under TRITON_INTERPRET=1; tensors are kept as their dtypes)."""
+    from transformers import BertConfig, BertModel
+
+    from lowbit.intonly.blocks import IntBertModel, IntConfig
+
+    seen: dict = {}
+
+    class Recorder:
+        def __init__(self, name, fn):
+            self.name, self.fn = name, fn
+
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                seen.setdefault(self.name, (kw.get("num_warps", 4),
+                                            [a.dtype if isinstance(a, torch.Tensor) else a for a in args]))
+                return self.fn[grid](*args, **kw)
+            return launch
+
+    originals = {n: getattr(K, n) for n in KERNELS}
+    for n, fn in originals.items():
+        setattr(K, n, Recorder(n, fn))
+    try:
+        torch.manual_seed(0)
+        cfg = BertConfig(num_hidden_layers=1)
+        g = torch.Generator().manual_seed(0)
+        im = IntBertModel(BertModel(cfg).eval(), IntConfig()).calibrate(
+            [{"input_ids": torch.randint(1000, cfg.vocab_size, (4, 64), generator=g)}]).eval()
+        ids = torch.randint(1000, cfg.vocab_size, (1, 16), generator=g)
+        im.integer_forward(im._backend("kernel"), ids, torch.ones_like(ids), torch.zeros_like(ids))
+    finally:
+        for n, fn in originals.items():
+            setattr(K, n, fn)
+    return seen
+
+
+def compile_sm90(name: str, args, num_warps: int, tiles: dict | None = None) -> dict:
+    """Compile kernel `name` for sm_90 with the recorded args (constexpr overrides in tiles); resource usage."""
+    fn = getattr(K, name)
+    args = list(args)
+    for key, v in (tiles or {}).items():
+        args[fn.arg_names.index(key)] = v
+    sig, consts = {}, {}
+    for i, (n, a, p) in enumerate(zip(fn.arg_names, args, fn.params)):
+        if p.is_constexpr:
+            sig[n], consts[(i,)] = "constexpr", a
+        else:
+            sig[n] = PTR[a] if isinstance(a, torch.dtype) else "i32"
+    ck = triton.compile(triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts),
+                        target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(ck.asm["cubin"])
+        f.flush()
+        res = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+    usage = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", res))
+    return {"registers": int(usage["REG"]), "stack": int(usage["STACK"]),
+            "sass": len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", sass, re.M))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--old-tiles", action="store_true",
+                    help="4096-value tiles, 4 warps, as before the H100 timing (I-LayerNorm 4 rows x 1024)")
+    ap.add_argument("--record", help=argparse.SUPPRESS)  # internal: the interpreter run writes its launches here
+    a = ap.parse_args()
+    if a.record:
+        with open(a.record, "wb") as f:
+            pickle.dump(record(), f)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".pkl") as f:  # the kernels compile only outside the interpreter
+        subprocess.run([sys.executable, __file__, "--record", f.name], check=True,
+                       env=os.environ | {"TRITON_INTERPRET": "1"})
+        launches = pickle.load(open(f.name, "rb"))
+    old = {"_rq_kernel": {"BLOCK_M": 4, "BLOCK_N": 1024}, "_shift_gelu_kernel": {"BLOCK_M": 4, "BLOCK_N": 1024},
+           "_layernorm_kernel": {"BLOCK_M": 4, "BLOCK_C": 1024}, "_shiftmax_kernel": {"BLOCK_M": 256, "BLOCK_T": 16}}
+    for name, (warps, args) in launches.items():
+        tiles = old.get(name) if a.old_tiles else None
+        r = compile_sm90(name, args, 4 if a.old_tiles else warps, tiles)
+        fn = getattr(K, name)
+        shape = {k: args[fn.arg_names.index(k)] for k in fn.arg_names if k.startswith("BLOCK_")} | (tiles or {})
+        print(f"{name:20s} warps {4 if a.old_tiles else warps}  tile {shape}  registers {r['registers']:3d}  "
+              f"stack {r['stack']:4d} B  SASS instructions {r['sass']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
