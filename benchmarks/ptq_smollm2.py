@@ -11,8 +11,8 @@ decoder directory runs the same rows (`--model DIR --group 128 --ref-label ...`)
 that benchmarks/train_decoder.py trains.
 
     .venv/bin/python benchmarks/ptq_smollm2.py --out runs/ptq_smollm2.jsonl
-    .venv/bin/python benchmarks/ptq_smollm2.py --model runs/decoder --group 128 --max-tokens 8192 \
-        --ref-label "fp32 (bf16-trained, self-trained full-precision reference)" --out runs/ptq_decoder.jsonl
+    .venv/bin/python benchmarks/ptq_smollm2.py --model runs/decoder --group 128 --max-tokens 65536 \
+        --calib-samples 32 --calib-len 512 --ref-label "fp32 (bf16-trained, self-trained full-precision reference)" --out runs/ptq_decoder.jsonl
 """
 from __future__ import annotations
 
