@@ -41,14 +41,19 @@ def test_asymmetric_int4_uses_zero_points_and_beats_symmetric_on_shifted_data():
 
 
 def test_per_channel_and_per_tensor_fp8():
-    w = torch.randn(8, 64) * torch.logspace(-2, 1, 8)[:, None]
+    # rows 10^5 apart: under one tensor scale the smallest row sits in e4m3's subnormals (or flushes to zero)
+    w = torch.randn(8, 64, generator=torch.Generator().manual_seed(0)) * torch.logspace(-4, 1, 8)[:, None]
     ch = quantize_weight(w, QuantSpec("fp8_e4m3", "channel"))
     assert ch.scale.shape == (8, 1) and ch.scale.dtype == torch.float32
     expect = FP8_E4M3.decode(FP8_E4M3.encode(w, ch.scale), ch.scale)
     assert torch.equal(ch.dequantize(), expect)
     t = quantize_weight(w, QuantSpec("fp8_e4m3", "tensor"))
     assert t.scale.shape == (1, 1)
-    assert (ch.dequantize() - w).norm() < (t.dequantize() - w).norm()
+    # what per-channel scales buy FP8 (relative error of the smallest row; over 300 seeds: <= 0.031 vs >= 0.21).
+    # The whole-tensor error norm is no test: the largest rows dominate it and have the same relative error either way
+    # (it favoured per-tensor on 98 of 300 seeds, which made this test fail at random in CI).
+    rel = lambda q: float((q.dequantize() - w)[0].norm() / w[0].norm())  # noqa: E731
+    assert rel(ch) < 0.05 and rel(t) > 0.15
 
 
 def test_fp4_group_codes_are_on_the_table():
