@@ -109,12 +109,46 @@ def main() -> None:
     old = {"_rq_kernel": {"BLOCK_M": 4, "BLOCK_N": 1024}, "_shift_gelu_kernel": {"BLOCK_M": 4, "BLOCK_N": 1024},
            "_layernorm_kernel": {"BLOCK_M": 4, "BLOCK_C": 1024}, "_shiftmax_kernel": {"BLOCK_M": 256, "BLOCK_T": 16}}
     for name, (warps, args) in launches.items():
-        tiles = old.get(name) if a.old_tiles else None
-        r = compile_sm90(name, args, 4 if a.old_tiles else warps, tiles)
-        fn = getattr(K, name)
-        shape = {k: args[fn.arg_names.index(k)] for k in fn.arg_names if k.startswith("BLOCK_")} | (tiles or {})
-        print(f"{name:20s} warps {4 if a.old_tiles else warps}  tile {shape}  registers {r['registers']:3d}  "
-              f"stack {r['stack']:4d} B  SASS instructions {r['sass']}", flush=True)
+        for label, over in variants(name, args):
+            tiles = (old.get(name) if a.old_tiles else None) or {}
+            tiles = tiles | over
+            r = compile_sm90(name, args, 4 if a.old_tiles else warps, tiles)
+            fn = getattr(K, name)
+            shape = {k: args[fn.arg_names.index(k)] for k in fn.arg_names if k.startswith("BLOCK_")} | tiles
+            shape = {k: v for k, v in shape.items() if k.startswith("BLOCK_")}
+            per = shape_values(shape) // (32 * (4 if a.old_tiles else warps))
+            print(f"{name + label:28s} warps {4 if a.old_tiles else warps}  tile {shape}  registers "
+                  f"{r['registers']:3d}  stack {r['stack']:4d} B  SASS instructions {r['sass']:5d} "
+                  f"({r['sass'] / max(per, 1):.0f} per value, {per} values a thread)", flush=True)
+
+
+def shape_values(shape: dict) -> int:
+    v = 1
+    for n in shape.values():
+        v *= n
+    return v
+
+
+def variants(name: str, args) -> list[tuple[str, dict]]:
+    """(label, constexpr overrides) to compile: the launch as recorded, and for the kernels with an int32 path
+    (I32) the int64 fallback too; Shiftmax also at the tiles of T = 128 and 384 (TILES["shiftmax"])."""
+    fn = getattr(K, name)
+    if "I32" not in fn.arg_names:
+        return [("", {})]
+    get = lambda k: args[fn.arg_names.index(k)]  # noqa: E731
+    out = [(" int32", {}), (" int64", {"I32": False})]
+    if name == "_shiftmax_kernel" and get("I32"):
+        from lowbit.intonly.ops import IntSoftmax, ShiftExp
+
+        op = IntSoftmax(ShiftExp(get("X0"), get("N")), get("OUT_BITS"))
+        values, _ = K.TILES["shiftmax"]
+        for t in (128, 384):
+            block_t = triton.next_power_of_2(t)
+            m, sh, rs, rbits = K.shiftmax_i32(op, 16, block_t)
+            tile = {"BLOCK_M": K._block_m(block_t, values), "BLOCK_T": block_t}
+            out += [(f" int32 T={t}", tile | {"DIV_M": m, "DIV_SH": sh, "RS": rs, "RBITS": rbits}),
+                    (f" int64 T={t}", tile | {"I32": False})]
+    return out
 
 
 if __name__ == "__main__":

@@ -70,6 +70,71 @@ def _shift_exp(x, X0: tl.constexpr, N: tl.constexpr, ABITS: tl.constexpr, QBITS:
 
 
 @triton.jit
+def _divc(a, M: tl.constexpr, SH: tl.constexpr):
+    """floor(a / d) for int32 0 <= a <= amax and a constant d by one widening multiply: (M, SH) = divc_magic(d, amax)."""
+    return ((a.to(tl.int64) * M) >> SH).to(tl.int32)
+
+
+@triton.jit
+def _frac_steps(num, den, STEPS: tl.constexpr):
+    """floor(num * 2^STEPS / den) for 0 <= num < den, 2 den < 2^31 (int32): restoring division that doubles the
+    remainder (after j steps q = floor(num 2^j / den), r = num 2^j - q den in [0, den), so 2r < 2 den fits)."""
+    q = num * 0
+    for _ in range(STEPS):
+        num = num + num
+        ge = num >= den
+        num = tl.where(ge, num - den, num)
+        q = q + q + ge.to(tl.int32)
+    return q
+
+
+@triton.jit
+def _shift_exp_i32(x, X0: tl.constexpr, N: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr):
+    """_shift_exp of int32 x <= 0 (x >= -2^30) in int32, bit-exact when |X0| 2^N < 2^31 (shiftmax_i32 checks).
+    q = floor(a / |X0|) by _divc (a = -x' <= N |X0|); m = r - 2 X0 = |X0| (q + 2) - a in [|X0| + 1, 2 |X0|] > 0, so
+    the clamp at 0 is void; m << (N-1) <= |X0| 2^N fits, and (m << (N-1)) >> q is m << (N-1-q) for q < N and
+    m >> 1 for q = N: one right shift replaces the two-way variable shift."""
+    a = -tl.maximum(x + (x >> 1) - (x >> 4), N * X0)
+    q = _divc(a, DIV_M, DIV_SH)
+    m = (q + 2) * -X0 - a
+    return (m << (N - 1)) >> q
+
+
+@triton.jit
+def _gelu_sigmoid_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr):
+    """ShiftGELU's s = floor(e * 2^(K-1) / (e + E0)), e = ShiftExp(-|x|), E0 = |X0| 2^N, in int32 for any int32 or
+    int64 x, bit-exact under gelu_i32's bounds (2 <= K <= N, 2 |X0| (2^K + 2) < 2^31). Proof, with x' the base-2
+    exponent x + (x >> 1) - (x >> 4) of -|x| (nondecreasing in x), q = floor(-x' / |X0|), m = |X0| (q + 2) + x':
+    * q <= N - 1: e = m 2^(N-1-q) and E0 = |X0| 2^(q+1) 2^(N-1-q), so s = floor(m 2^(K-1) / (m + |X0| 2^(q+1)))
+      (floor(a t / (b t)) = floor(a / b));
+    * q >= K - 1: s = 0, as m 2^(K-1) <= |X0| 2^K <= |X0| 2^(q+1) < m + |X0| 2^(q+1) (and for q = N, e = m >> 1 <=
+      |X0|, e 2^(K-1) <= E0 < e + E0); so x' may be clamped at (K-1) X0 (and -|x| first at -2^29, whose x' is
+      below it): then q <= K-1 and the q = K-1 case still gives 0;
+    * then m 2^(K-1) / (m + |X0| 2^(q+1)) <= 2^(K-1) m / (m + 2 |X0|) <= 2^(K-2) (m <= 2 |X0|): K-1 quotient bits,
+      and the denominator is at most |X0| (2^K + 2)."""
+    xn = tl.maximum(tl.where(x >= 0, -x, x), -(1 << 29)).to(tl.int32)
+    a = -tl.maximum(xn + (xn >> 1) - (xn >> 4), (K - 1) * X0)  # in [0, (K-1) |X0|]
+    q = _divc(a, DIV_M, DIV_SH)  # in [0, K-1]
+    m = (q + 2) * -X0 - a
+    return _frac_steps(m, m + (-X0 << (q + 1)), K - 1)
+
+
+@triton.jit
+def _round_ratio(e, total, K: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr):
+    """floor((e 2^(K+1) + total) / (2 total)) (Shiftmax's round(e 2^K / total)) for int32 0 <= e <= E0 and int64
+    per-row totals in [E0, BLOCK_T E0] (K + 1 bits when total = 0, as _floordiv gives). One reciprocal per row,
+    R = floor(2^RS / d) with d = 2 total (RBITS restoring steps, shiftmax_i32), then per element, with a the
+    dividend: a R / 2^RS <= a / d and a R / 2^RS > a / d - a / 2^RS >= a / d - 1 (2^RS / d - R < 1, a <= 2^RS), so
+    q' = floor(a R / 2^RS) is floor(a / d) or one less, and one comparison, a >= (q' + 1) d, i.e.
+    e 2^(K+1) >= (2 q' + 1) total, corrects it. a R = e (R << (K+1)) + total R: one widening multiply-add."""
+    r = _floordiv(tl.full(total.shape, 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
+    e = e.to(tl.int64)
+    q = (e * (r << (K + 1)) + total * r) >> RS
+    q += ((e << (K + 1)) >= (2 * q + 1) * total).to(tl.int64)
+    return tl.where(total > 0, q, (2 << K) - 1)
+
+
+@triton.jit
 def _tile(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """(BLOCK_M, 1) row and (1, BLOCK_N) column indices of a tile and its in-bounds mask."""
     rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
@@ -103,7 +168,9 @@ def _rq_kernel(z_ptr, b_ptr, c_ptr, bias_ptr, lin_bias_ptr, z2_ptr, b2_ptr, c2_p
 def _shiftmax_kernel(z_ptr, rq_ptr, mask_ptr, out_ptr, T, ROWS, stride_zb, stride_z, stride_mask, stride_ob,
                      stride_out, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
                      EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, OUT_BITS: tl.constexpr,
-                     DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_T: tl.constexpr):
+                     DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
+                     DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_T: tl.constexpr):
     # grid (row tiles, batch): rows of one batch share its key mask, and no index is divided
     batch = tl.program_id(1).to(tl.int64)
     rows, cols, ok = _tile(tl.program_id(0), 0, ROWS, T, BLOCK_M, BLOCK_T)
@@ -112,14 +179,27 @@ def _shiftmax_kernel(z_ptr, rq_ptr, mask_ptr, out_ptr, T, ROWS, stride_zb, strid
     x = tl.minimum(tl.maximum(x, LO), HI)
     if HAS_MASK:
         keep = tl.load(mask_ptr + batch * stride_mask + cols, mask=cols < T, other=0).to(tl.int64)
-        x = tl.where(keep > 0, x, -(1 << 40))
-    x = x - tl.max(tl.where(cols < T, x, -(1 << 62)), 1)[:, None]
-    e = _shift_exp(x, X0, N, EXP_ABITS, EXP_QBITS)
-    if HAS_MASK:
-        e = e * keep
-    e = tl.where(cols < T, e, 0)
-    total = tl.sum(e, 1)[:, None]
-    p = _floordiv((e << (OUT_BITS + 1)) + total, 2 * total, DIV_ABITS, OUT_BITS + 1)  # round(e 2^k / total)
+    if I32:  # int32 exponential, per-row reciprocal (shiftmax_i32 holds the bounds)
+        x = x.to(tl.int32)
+        valid = cols < T
+        if HAS_MASK:  # 0/1 keys: where(keep, ., 0) is e * keep
+            valid = valid & (keep > 0)
+        # LO - 1 stands for the -2^40 of masked keys: below every score, so the maximum of a row with a kept key
+        # is the same; a row without one has total = 0 either way
+        x = tl.minimum(x - tl.max(tl.where(valid, x, LO - 1), 1)[:, None], 0)
+        e = tl.where(valid, _shift_exp_i32(x, X0, N, DIV_M, DIV_SH), 0)
+        total = tl.sum(e.to(tl.int64), 1)[:, None]
+        p = _round_ratio(e, total, OUT_BITS, RS, RBITS)
+    else:
+        if HAS_MASK:
+            x = tl.where(keep > 0, x, -(1 << 40))
+        x = x - tl.max(tl.where(cols < T, x, -(1 << 62)), 1)[:, None]
+        e = _shift_exp(x, X0, N, EXP_ABITS, EXP_QBITS)
+        if HAS_MASK:
+            e = e * keep
+        e = tl.where(cols < T, e, 0)
+        total = tl.sum(e, 1)[:, None]
+        p = _floordiv((e << (OUT_BITS + 1)) + total, 2 * total, DIV_ABITS, OUT_BITS + 1)  # round(e 2^k / total)
     p = tl.minimum(p, (1 << OUT_BITS) - 1)
     tl.store(out_ptr + batch * stride_ob + rows * stride_out + cols, p.to(out_ptr.dtype.element_ty), mask=ok)
 
@@ -128,12 +208,19 @@ def _shiftmax_kernel(z_ptr, rq_ptr, mask_ptr, out_ptr, T, ROWS, stride_zb, strid
 def _shift_gelu_kernel(x_ptr, b_ptr, c_ptr, out_ptr, M, N, stride_x, stride_out, LO: tl.constexpr,
                        HI: tl.constexpr, X0: tl.constexpr, N_EXP: tl.constexpr, EXP_ABITS: tl.constexpr,
                        EXP_QBITS: tl.constexpr, E0: tl.constexpr, OUT_BITS: tl.constexpr, DIV_ABITS: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                       I32: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr, BLOCK_M: tl.constexpr,
+                       BLOCK_N: tl.constexpr):
     rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
-    x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0).to(tl.int64)
-    e = _shift_exp(-tl.abs(x), X0, N_EXP, EXP_ABITS, EXP_QBITS)
-    s = _floordiv(e << (OUT_BITS - 1), e + E0, DIV_ABITS, OUT_BITS)  # sigmoid(-1.702|x|) 2^(k-1)
-    g = x * tl.where(x >= 0, (1 << (OUT_BITS - 1)) - s, s)
+    x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0)
+    if I32:  # the sigmoid in int32 (gelu_i32 holds the bounds)
+        if x.dtype != tl.int64:
+            x = x.to(tl.int32)
+        s = _gelu_sigmoid_i32(x, X0, OUT_BITS, DIV_M, DIV_SH)
+    else:
+        x = x.to(tl.int64)
+        e = _shift_exp(-tl.abs(x), X0, N_EXP, EXP_ABITS, EXP_QBITS)
+        s = _floordiv(e << (OUT_BITS - 1), e + E0, DIV_ABITS, OUT_BITS)  # sigmoid(-1.702|x|) 2^(k-1)
+    g = x.to(tl.int64) * tl.where(x >= 0, (1 << (OUT_BITS - 1)) - s, s).to(tl.int64)
     b = tl.load(b_ptr + cols, mask=cols < N, other=0)
     v = _requant(g * b, tl.load(c_ptr + cols, mask=cols < N, other=1))
     v = tl.minimum(tl.maximum(v, LO), HI)
@@ -264,6 +351,44 @@ def requant(z: torch.Tensor, m: Dyadic, bits: int, bias: torch.Tensor | None = N
     return out.reshape(z.shape)
 
 
+def divc_magic(d: int, amax: int) -> tuple[int, int]:
+    """(M, SH) with floor(a M / 2^SH) = floor(a / d) for integers 0 <= a <= amax (the multiply that replaces a
+    division by a constant d; host arithmetic). M = ceil(2^SH / d) = (2^SH + eps) / d with 0 <= eps < d, so
+    a M / 2^SH = a / d + a eps / (d 2^SH): below a / d + 1 / d once a eps < 2^SH, and a / d is at most 1 - 1/d
+    below the next integer."""
+    sh = 0
+    while amax * (-(-(1 << sh) // d) * d - (1 << sh)) >= 1 << sh:
+        sh += 1
+    return -(-(1 << sh) // d), sh
+
+
+def gelu_i32(op) -> tuple[int, int] | None:
+    """(DIV_M, DIV_SH) of _gelu_sigmoid_i32 for ShiftGELU ``op``, or None when its int32 bounds fail (the kernel
+    then takes the int64 path): 2 <= out_bits <= n, and the remainder-doubling division's 2 * denominator,
+    at most 2 |X0| (2^K + 2), below 2^31 (|X0| < 4.1e6 at K = 8, i.e. input scale > 1.4e-7)."""
+    x0, k = -op.exp.x0, op.out_bits
+    if not (2 <= k <= op.exp.n and 2 * x0 * ((1 << k) + 2) < 2**31):
+        return None
+    m, sh = divc_magic(x0, (k - 1) * x0)
+    return (m, sh) if m < 2**31 else None
+
+
+def shiftmax_i32(op, score_bits: int, block_t: int) -> tuple[int, int, int, int] | None:
+    """(DIV_M, DIV_SH, RS, RBITS) of the int32 Shiftmax path, or None when a bound fails (int64 path):
+    scores of at most 30 bits (x - max and 1.4375 x fit int32), E0 = |X0| 2^n < 2^31 (the exponential fits int32:
+    |X0| < 65536 at n = 15), and RS + out_bits + 1 <= 62 (_round_ratio's products fit int64).
+    RS: 2^RS > E0 (2^(k+1) + block_t) >= any dividend e 2^(k+1) + total of a row of at most block_t keys.
+    RBITS: 2E0 2^RBITS > 2^RS, so floor(2^RS / (2 total)) has RBITS bits for every total >= E0."""
+    x0, n, k = -op.exp.x0, op.exp.n, op.out_bits
+    e0 = x0 << n
+    if not (score_bits <= 30 and n >= 1 and e0 < 2**31):
+        return None
+    m, sh = divc_magic(x0, n * x0)
+    rs = (e0 * ((2 << k) + block_t)).bit_length()
+    rbits = next(r for r in range(rs + 1) if (2 * e0) << r > 1 << rs)
+    return (m, sh, rs, rbits) if m < 2**31 and rs + k + 1 <= 62 else None
+
+
 def shiftmax(z: torch.Tensor, m: Dyadic, score_bits: int, op, mask: torch.Tensor | None) -> torch.Tensor | None:
     """Probabilities (int8, scale 2^-out_bits) of INT32 scores z (B, H, Tq, T): requantize with the per-tensor
     m to score_bits, then ``op`` (an ops.IntSoftmax with a ShiftExp). mask: None or (B, 1, 1, T) 0/1 keys.
@@ -283,10 +408,11 @@ def shiftmax(z: torch.Tensor, m: Dyadic, score_bits: int, op, mask: torch.Tensor
     block_t = max(16, triton.next_power_of_2(t))
     values, warps = TILES["shiftmax"]
     bm = _block_m(block_t, values)
+    fast = shiftmax_i32(op, score_bits, block_t)
     _shiftmax_kernel[(triton.cdiv(h * tq, bm), b)](
         rows, rq, keys, out, t, h * tq, rows.stride(0), rows.stride(1), keys.stride(0), out.stride(0), out.stride(1),
-        lo, hi, e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, div_abits, mask is not None, bm, block_t,
-        num_warps=warps)
+        lo, hi, e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, div_abits, mask is not None,
+        fast is not None, *(fast or (1, 0, 0, 0)), bm, block_t, num_warps=warps)
     return out.reshape(b, h, tq, t)
 
 
@@ -303,9 +429,11 @@ def shift_gelu(x: torch.Tensor, op, m: Dyadic, bits: int) -> torch.Tensor | None
     values, warps = TILES["gelu"]
     block = min(values, triton.next_power_of_2(n))
     bm, rows = _block_m(block, values), x2d.shape[0]
+    fast = gelu_i32(op)
     _shift_gelu_kernel[(triton.cdiv(rows, bm), triton.cdiv(n, block))](
         x2d, bc[0], bc[1], out, rows, n, x2d.stride(0), out.stride(0), lo, hi, e.x0, e.n, bits_for(-e.n * e.x0),
-        bits_for(e.n), e0, op.out_bits, bits_for(e0) + op.out_bits, bm, block, num_warps=warps)
+        bits_for(e.n), e0, op.out_bits, bits_for(e0) + op.out_bits, fast is not None, *(fast or (1, 0)), bm, block,
+        num_warps=warps)
     return out.reshape(x.shape)
 
 
