@@ -40,11 +40,12 @@ def test_divc_magic_is_exact():
         assert m < 2**31 and torch.equal((a * m) >> sh, a // d), d
 
 
-# ShiftGELU input scales S (the exponential's is 1.702 S, so X0 = floor(-1 / (1.702 S))): |X0| from 1 to 4.1e6 (int32), then beyond (int64)
-GELU_CASES = [(s, 8, 23, True) for s in (2.0, 0.3, 0.05, 8.0 / 2**15, 3e-4, 1e-5, 1.5e-7)] + [
-    (1e-8, 8, 23, False),  # |X0| = 5.9e7: 2 |X0| (2^8 + 2) >= 2^31
-    (1e-3, 2, 23, True), (1e-3, 4, 23, True), (2e-4, 12, 23, True),  # out_bits
-    (1e-3, 8, 8, True), (1e-3, 8, 7, False), (1e-3, 1, 23, False)]  # out_bits <= n, >= 2
+# ShiftGELU input scales S (the exponential's is 1.702 S, X0 = floor(-1 / (1.702 S))): |X0| from 1 to 30900 take the
+# int32 path (gelu_i32: |X0| (2^k + 2) 2^k <= 2^31), 34600 and up the int64 path
+GELU_CASES = [(s, 8, 23, True) for s in (2.0, 0.3, 0.05, 8.0 / 2**15, 3e-4, 1.9e-5)] + [
+    (s, 8, 23, False) for s in (1.7e-5, 1e-5, 1.5e-7, 1e-8)] + [
+    (1e-3, 2, 23, True), (1e-3, 4, 23, True), (0.01, 12, 23, True), (2e-4, 12, 23, False),  # out_bits
+    (1e-3, 8, 8, True), (1e-3, 8, 7, False), (1e-3, 1, 23, False)]  # 2 <= out_bits <= n
 
 
 def _gelu_inputs(op, dev):
@@ -139,3 +140,22 @@ def test_shiftmax_int64_path_still_exact(dev, monkeypatch):
     m = dyadic(2.0**-1, mantissa_bits(17))
     for mk in (None, _mask(3, 37, dev)):
         assert torch.equal(intonly.shiftmax(z, m, 16, op, mk).long(), INT.softmax(op, z.long(), m, 16, mk))
+
+
+@pytest.mark.parametrize("scale", [12.0 / 2**15, 0.05, 2.0**-10])
+def test_shiftmax_int32_exact_ties(dev, scale):
+    """Rows whose quotient is exact, (e 2^(k+1) + total) / (2 total) = 1 (256 equal kept keys: p = round(1/2) = 1),
+    where the reciprocal's estimate is one short unless |X0| is a power of two and only the correction's equality
+    (a >= (q' + 1) d) gives the right answer."""
+    from lowbit.kernels.intonly import shiftmax
+
+    op = IntSoftmax.build(scale, "shift", 7)
+    z = torch.full((2, 1, 2, 300), 5, dtype=torch.int32, device=dev)
+    z[0, 0, 1, 256:] = -2**16  # 256 equal maxima, 44 keys far below
+    mask = torch.ones(2, 1, 1, 300, dtype=torch.int64, device=dev)
+    mask[1, ..., 256:] = 0  # 256 kept keys
+    m = dyadic(1.0, mantissa_bits(17))
+    for mk in (None, mask):
+        out = shiftmax(z, m, 16, op, mk)
+        assert torch.equal(out.long(), INT.softmax(op, z.long(), m, 16, mk))
+    assert out[1, ..., :256].eq(1).all() and out[1, ..., 256:].eq(0).all()

@@ -5,7 +5,10 @@ Every kernel repeats the torch integer backend (:class:`lowbit.intonly.dyadic.In
 :mod:`lowbit.intonly.ops`) step for step — the same shifts, multiplies, adds, compares and the same restoring
 long division (no divide instruction, no float) — so outputs are bit-exact with it (tests/intonly/test_kernels.py,
 under TRITON_INTERPRET=1). Values are int64 inside the kernels (shift exponentials and the I-LayerNorm product
-reach 2^52, as on the torch path); in memory they are int8 / int32.
+reach 2^52, as on the torch path); in memory they are int8 / int32. ShiftGELU and Shiftmax also have an int32 path
+(constexpr I32, chosen on the host by gelu_i32 / shiftmax_i32 when their bounds hold) that reaches the same integers
+with fewer and narrower steps: divisions by the constant |X0| as one multiply, ShiftGELU's sigmoid as a (k-1)-bit
+division of int32 values, Shiftmax's rounding by one reciprocal per row (proofs beside each helper).
 
 * :func:`requant` — ``clamp(round_half_up((z * b + bias) / 2^c))`` per output channel; optionally the sum of two
   such terms (the 16-bit residual add, ``IntEncoder._rq_sum``).
@@ -77,15 +80,16 @@ def _divc(a, M: tl.constexpr, SH: tl.constexpr):
 
 @triton.jit
 def _frac_steps(num, den, STEPS: tl.constexpr):
-    """floor(num * 2^STEPS / den) for 0 <= num < den, 2 den < 2^31 (int32): restoring division that doubles the
-    remainder (after j steps q = floor(num 2^j / den), r = num 2^j - q den in [0, den), so 2r < 2 den fits)."""
-    q = num * 0
+    """floor(num * 2^STEPS / den) for 0 <= num < den, den 2^(STEPS+1) <= 2^31 (int32): restoring division with the
+    quotient bits shifted into the low end of the remainder register, w = r 2^STEPS + q (after j steps
+    q = floor(num 2^j / den) < 2^j and r = num 2^j - q den in [0, den); doubling w doubles both, 2q < 2^STEPS leaves
+    the upper part 2r, so 2r >= den iff 2w >= den 2^STEPS, and subtracting den 2^STEPS - 1 sets the new bit)."""
+    d = den << STEPS
+    w = num << STEPS
     for _ in range(STEPS):
-        num = num + num
-        ge = num >= den
-        num = tl.where(ge, num - den, num)
-        q = q + q + ge.to(tl.int32)
-    return q
+        w = w + w
+        w = tl.where(w >= d, w - (d - 1), w)
+    return w & ((1 << STEPS) - 1)
 
 
 @triton.jit
@@ -103,7 +107,7 @@ def _shift_exp_i32(x, X0: tl.constexpr, N: tl.constexpr, DIV_M: tl.constexpr, DI
 @triton.jit
 def _gelu_sigmoid_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr):
     """ShiftGELU's s = floor(e * 2^(K-1) / (e + E0)), e = ShiftExp(-|x|), E0 = |X0| 2^N, in int32 for any int32 or
-    int64 x, bit-exact under gelu_i32's bounds (2 <= K <= N, 2 |X0| (2^K + 2) < 2^31). Proof, with x' the base-2
+    int64 x, bit-exact under gelu_i32's bounds (2 <= K <= N, |X0| (2^K + 2) 2^K <= 2^31). Proof, with x' the base-2
     exponent x + (x >> 1) - (x >> 4) of -|x| (nondecreasing in x), q = floor(-x' / |X0|), m = |X0| (q + 2) + x':
     * q <= N - 1: e = m 2^(N-1-q) and E0 = |X0| 2^(q+1) 2^(N-1-q), so s = floor(m 2^(K-1) / (m + |X0| 2^(q+1)))
       (floor(a t / (b t)) = floor(a / b));
@@ -111,7 +115,7 @@ def _gelu_sigmoid_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr,
       |X0|, e 2^(K-1) <= E0 < e + E0); so x' may be clamped at (K-1) X0 (and -|x| first at -2^29, whose x' is
       below it): then q <= K-1 and the q = K-1 case still gives 0;
     * then m 2^(K-1) / (m + |X0| 2^(q+1)) <= 2^(K-1) m / (m + 2 |X0|) <= 2^(K-2) (m <= 2 |X0|): K-1 quotient bits,
-      and the denominator is at most |X0| (2^K + 2)."""
+      and the denominator is at most |X0| (2^K + 2) (so _frac_steps needs |X0| (2^K + 2) 2^K <= 2^31)."""
     xn = tl.maximum(tl.where(x >= 0, -x, x), -(1 << 29)).to(tl.int32)
     a = -tl.maximum(xn + (xn >> 1) - (xn >> 4), (K - 1) * X0)  # in [0, (K-1) |X0|]
     q = _divc(a, DIV_M, DIV_SH)  # in [0, K-1]
@@ -128,9 +132,9 @@ def _round_ratio(e, total, K: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexp
     q' = floor(a R / 2^RS) is floor(a / d) or one less, and one comparison, a >= (q' + 1) d, i.e.
     e 2^(K+1) >= (2 q' + 1) total, corrects it. a R = e (R << (K+1)) + total R: one widening multiply-add."""
     r = _floordiv(tl.full(total.shape, 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
-    e = e.to(tl.int64)
-    q = (e * (r << (K + 1)) + total * r) >> RS
-    q += ((e << (K + 1)) >= (2 * q + 1) * total).to(tl.int64)
+    e64 = e.to(tl.int64)  # R << (K+1) < 2^31 (shiftmax_i32): int32 operands, one widening multiply-add
+    q = ((e64 * (r << (K + 1)).to(tl.int32).to(tl.int64) + total * r) >> RS).to(tl.int32)
+    q += ((e64 << (K + 1)) >= (2 * q + 1).to(tl.int64) * total).to(tl.int32)
     return tl.where(total > 0, q, (2 << K) - 1)
 
 
@@ -364,10 +368,10 @@ def divc_magic(d: int, amax: int) -> tuple[int, int]:
 
 def gelu_i32(op) -> tuple[int, int] | None:
     """(DIV_M, DIV_SH) of _gelu_sigmoid_i32 for ShiftGELU ``op``, or None when its int32 bounds fail (the kernel
-    then takes the int64 path): 2 <= out_bits <= n, and the remainder-doubling division's 2 * denominator,
-    at most 2 |X0| (2^K + 2), below 2^31 (|X0| < 4.1e6 at K = 8, i.e. input scale > 1.4e-7)."""
+    then takes the int64 path): 2 <= out_bits <= n, and _frac_steps' register, below the denominator (at most
+    |X0| (2^K + 2)) times 2^K, within 2^31: |X0| < 32520 at K = 8, i.e. input scale > 1.8e-5."""
     x0, k = -op.exp.x0, op.out_bits
-    if not (2 <= k <= op.exp.n and 2 * x0 * ((1 << k) + 2) < 2**31):
+    if not (2 <= k <= op.exp.n and x0 * ((1 << k) + 2) << k <= 2**31):
         return None
     m, sh = divc_magic(x0, (k - 1) * x0)
     return (m, sh) if m < 2**31 else None
@@ -376,7 +380,8 @@ def gelu_i32(op) -> tuple[int, int] | None:
 def shiftmax_i32(op, score_bits: int, block_t: int) -> tuple[int, int, int, int] | None:
     """(DIV_M, DIV_SH, RS, RBITS) of the int32 Shiftmax path, or None when a bound fails (int64 path):
     scores of at most 30 bits (x - max and 1.4375 x fit int32), E0 = |X0| 2^n < 2^31 (the exponential fits int32:
-    |X0| < 65536 at n = 15), and RS + out_bits + 1 <= 62 (_round_ratio's products fit int64).
+    |X0| < 65536 at n = 15), RS + k + 1 <= 62 (_round_ratio's products fit int64) and RBITS + k + 1 <= 31
+    (R << (k+1) fits int32).
     RS: 2^RS > E0 (2^(k+1) + block_t) >= any dividend e 2^(k+1) + total of a row of at most block_t keys.
     RBITS: 2E0 2^RBITS > 2^RS, so floor(2^RS / (2 total)) has RBITS bits for every total >= E0."""
     x0, n, k = -op.exp.x0, op.exp.n, op.out_bits
@@ -386,7 +391,7 @@ def shiftmax_i32(op, score_bits: int, block_t: int) -> tuple[int, int, int, int]
     m, sh = divc_magic(x0, n * x0)
     rs = (e0 * ((2 << k) + block_t)).bit_length()
     rbits = next(r for r in range(rs + 1) if (2 * e0) << r > 1 << rs)
-    return (m, sh, rs, rbits) if m < 2**31 and rs + k + 1 <= 62 else None
+    return (m, sh, rs, rbits) if m < 2**31 and rs + k + 1 <= 62 and rbits + k + 1 <= 31 else None
 
 
 def shiftmax(z: torch.Tensor, m: Dyadic, score_bits: int, op, mask: torch.Tensor | None) -> torch.Tensor | None:
