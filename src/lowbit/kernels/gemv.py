@@ -7,6 +7,8 @@ weights re-packed by `permute_w4` so that, for each nibble position, a word-row 
 vector of activations and one scale per row (H100: 1.72-1.82x bf16 cuBLAS at 4096/11008-wide layers, ~1.2 TB/s).
 `gemv_w4` reads the stored layout directly (any M <= 16; split-K for narrow layers). Both decode nibbles with
 bit tricks (no int->float converts) and accumulate element-wise in float32 with one reduction at the end.
+`mma_w4_perm` (2 <= M <= PERM_MMA_MAX_M tokens, same permuted copy) decodes each weight once per step into the
+MMA dtype and shares it across the tokens through tl.dot, the group scale applied to each partial product.
 
 `dequant_w4` writes the dequantized weight (N, K) in bf16/fp16 for the prefill path of weight-only layers,
 where cuBLAS then runs the GEMM (one memory-bound pass of 2.5 bytes per weight, against re-decoding nibbles in
@@ -25,7 +27,7 @@ GEMV_MAX_M = 16
 # Weight-only layers from this many tokens on: dequantize once + cuBLAS. H100 (BENCHMARKS.md, tune_gemv.py):
 # 108 vs 273 us at M = 2048, 4096x4096 against decoding nibbles in every tensor-core tile.
 DEQUANT_M = 64
-GEMV_TOKENS = 1  # the GEMV runs up to this many tokens; qgemm's split-K tensor-core tiles above (tune_gemv.py)
+GEMV_TOKENS = 1  # the GEMV runs up to this many tokens (tune_gemv.py); above, mma_w4_perm / qgemm (dispatch)
 
 
 def use_gemv(m: int, n: int) -> bool:
@@ -361,6 +363,266 @@ def gemv_w4_perm(x: torch.Tensor, wp: torch.Tensor, sp: torch.Tensor, zp: torch.
         XBLK=min(triton.next_power_of_2(k), 2048), num_warps=warps, num_stages=stages)
     return out
 
+
+
+# --- 2 <= M <= PERM_MMA_MAX_M on the same permuted copy, on tensor cores ---------------------------------------
+# Nibble t of a (BN, BJ) word tile is a (BN, BJ) slice of group t of the block: one conversion per weight, shared
+# by all BM token rows through tl.dot (mma), the group scale applied to the (BM, BN) partial product after the dot.
+
+PERM_MMA_MAX_M = 16  # not yet timed above 16 on the H100 (tune_perm_mma.py sweeps M = 32, 64 too)
+
+
+def use_perm_mma(m: int) -> bool:
+    """Tokens for which dispatch runs the small-M tensor-core kernel on the permuted copy (where one exists)."""
+    return GEMV_TOKENS < m <= PERM_MMA_MAX_M
+
+
+def _nib8_asm(magic: int, one: int, zero: bool) -> str:
+    """PTX for _nib8: a pair of words ($8, $9) -> for t = 0..7 one bf16x2 / f16x2 register $t holding nibble t of
+    each word as the 16-bit float (q [^ 8]) | magic of _nib_mma; for uint4 (zero) already minus 2^7 (2^10) + the
+    zero point of group t, which comes in negated per element as $10 + 2t, $11 + 2t (an fma by 1). int4 leaves
+    the constant subtraction to the caller (LLVM emits one HADD2 with an immediate per two weights).
+
+    One prmt pairs the low (high) halves of the two words, so a nibble position costs a shift and one lop3 per
+    two weights: ~1.5 SASS instructions per weight with the subtraction against ~2.8 for LLVM's code from the
+    same Triton ops, which shifts each word separately (sm_90 main loop, benchmarks/tune_perm_mma.py --regs).
+    Each output element depends on its own word and zero point only, as the elementwise contract of
+    tl.inline_asm_elementwise asks, whichever elements Triton pairs."""
+    lines = ["prmt.b32 l, $8, $9, 0x5410;", "prmt.b32 h, $8, $9, 0x7632;", "mov.b32 m, 0x000f000f;"]
+    if zero:
+        lines.append(f"mov.b32 o, {one:#010x};")
+    fma = "fma.rn.f16x2" if one == 0x3C003C00 else "fma.rn.bf16x2"
+    for t in range(8):
+        src, sh = ("l" if t < 4 else "h"), 4 * (t % 4)
+        lines.append(f"shr.b32 s, {src}, {sh};" if sh else f"mov.b32 s, {src};")
+        if zero:
+            lines.append(f"and.b32 s, s, m; xor.b32 s, s, {magic:#010x};")
+            lines.append(f"prmt.b32 z, ${10 + 2 * t}, ${11 + 2 * t}, 0x5410; {fma} ${t}, s, o, z;")
+        else:
+            lines.append(f"and.b32 s, s, m; xor.b32 ${t}, s, {magic:#010x};")
+    return "{ .reg .b32 l, h, s, m, o, z; " + " ".join(lines) + " }"
+
+
+# int4: (q ^ 8) | 2^7 (2^10) bits, 136 (1032) subtracted by the caller; uint4: q | the same bits minus 128 + z
+ASM_I4_BF16 = tl.constexpr(_nib8_asm(0x43084308, 0x3F803F80, False))
+ASM_U4_BF16 = tl.constexpr(_nib8_asm(0x43004300, 0x3F803F80, True))
+ASM_I4_F16 = tl.constexpr(_nib8_asm(0x64086408, 0x3C003C00, False))
+ASM_U4_F16 = tl.constexpr(_nib8_asm(0x64006400, 0x3C003C00, True))
+ASM_OUT = tl.constexpr("=r,=r,=r,=r,=r,=r,=r,=r,r,r")
+
+
+@triton.jit
+def _zneg(zb, t: tl.constexpr, NEG: tl.constexpr):
+    """(BN, 1) int32: the 16-bit float -(2^7 or 2^10 + zero point of group t), in the low half."""
+    return (tl.load(zb + t).to(tl.int32) | NEG)[:, None]
+
+
+@triton.jit
+def _nib8(wv, z_ptr, stride_zn, rn, blk, W_KIND: tl.constexpr, DT: tl.constexpr):
+    """The 8 nibbles of the int32 words wv (BN, BJ) of block blk as MMA values in DT (tuple of 8 tensors), as
+    _nib_mma computes them; uint4 loads the block's 8 zero points (one (BN,) vector per group)."""
+    NEG: tl.constexpr = 0xE400 if DT == tl.float16 else 0xC300  # sign and exponent bits of -(2^10 or 2^7)
+    if W_KIND == 5:
+        zb = z_ptr + rn * stride_zn + blk * 8  # (BN,) the block's 8 zero points
+        zs = [wv, _zneg(zb, 0, NEG), _zneg(zb, 1, NEG), _zneg(zb, 2, NEG), _zneg(zb, 3, NEG), _zneg(zb, 4, NEG),
+              _zneg(zb, 5, NEG), _zneg(zb, 6, NEG), _zneg(zb, 7, NEG)]
+        c: tl.constexpr = ASM_OUT + ",r,r,r,r,r,r,r,r,r,r,r,r,r,r,r,r"
+        if DT == tl.float16:
+            w8 = tl.inline_asm_elementwise(ASM_U4_F16, c, zs, (tl.float16,) * 8, is_pure=True, pack=2)
+        else:
+            w8 = tl.inline_asm_elementwise(ASM_U4_BF16, c, zs, (tl.bfloat16,) * 8, is_pure=True, pack=2)
+    elif DT == tl.float16:
+        w8 = tl.inline_asm_elementwise(ASM_I4_F16, ASM_OUT, [wv], (tl.float16,) * 8, is_pure=True, pack=2)
+    else:
+        w8 = tl.inline_asm_elementwise(ASM_I4_BF16, ASM_OUT, [wv], (tl.bfloat16,) * 8, is_pure=True, pack=2)
+    return w8
+
+
+@triton.jit
+def _nib_mma(wv, t: tl.constexpr, zt, A_KIND: tl.constexpr, W_KIND: tl.constexpr, DT: tl.constexpr):
+    """Nibble t of int32 words wv (BN, BJ) as MMA operand codes in DT, exact, 2-4 integer ops per weight.
+
+    16-bit floats: (q [^ 8]) | 0x4300 (bf16) or | 0x6400 (fp16) read as a float is 2^7 (2^10) + q' with unit
+    spacing, so one 16-bit subtraction of that plus 8 (int4) or plus the zero point zt (uint4, the same bits
+    built from z) leaves the code. fp4: _nib_val's fp16 bits (value * 2^-14), or for fp8 activations the 3
+    magnitude bits at bit 2 of an e4m3 code (value * 2^-6, e4m3's subnormals give e2m1's m / 2); the caller
+    multiplies the result by 2^14 or 2^6. int8 (W4A8-INT): the signed nibble by two shifts, uint4 minus zt."""
+    if A_KIND == 1:
+        if W_KIND == 3:
+            v = ((wv << (28 - 4 * t)) >> 28).to(tl.int8)
+        else:
+            v = (((wv >> (4 * t)) & 0xF) - zt).to(tl.int8)
+    elif W_KIND == 4:
+        q = (wv >> (4 * t)) & 0xF
+        if A_KIND == 2:
+            v = (((q & 7) << 2) | ((q & 8) << 4)).to(tl.uint8).to(tl.float8e4nv, bitcast=True)
+        else:
+            v = (((q & 7) << 9) | ((q & 8) << 12)).to(tl.int16).to(tl.float16, bitcast=True)
+            if DT != tl.float16:
+                v = v.to(tl.float32).to(DT)
+    else:
+        MAGIC: tl.constexpr = 0x6400 if DT == tl.float16 else 0x4300
+        q = (wv >> (4 * t)) & 0xF
+        if W_KIND == 3:
+            q = q ^ 8
+        v = (q | MAGIC).to(tl.int16).to(DT, bitcast=True) - zt
+    return v
+
+
+@triton.jit
+def _perm_mma_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, KP, SPLIT,
+                     stride_xm, stride_wn, stride_sn, stride_zn, stride_om,
+                     A_KIND: tl.constexpr, W_KIND: tl.constexpr, G: tl.constexpr, BJ: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr, HAS_SX: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     ASM: tl.constexpr):
+    """y (M, N) = x @ W.T on the permuted layout: a step reads a (BN, BJ) word tile (BJ of the G words of a block)
+    and, for each nibble t, runs tl.dot(x[:, group t columns] (BM, BJ), w_t^T (BJ, BN)); split-K as _gemv_kernel.
+    x: float activations (A16), or int8 / fp8 codes with per-token scales sx (W4A8, HAS_SX)."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    rn = (offs_n % N).to(tl.int64)  # wrapped rows keep loads in bounds; they are not stored
+    offs_m = tl.arange(0, BM)
+    HS: tl.constexpr = G // BJ  # steps per block of 8 groups
+    steps = (KP // (8 * G)) * HS
+    per = tl.cdiv(steps, SPLIT)
+    s_lo = pid_k * per
+    s_hi = tl.minimum(s_lo + per, steps)
+    j = tl.arange(0, BJ)
+    if A_KIND == 0:
+        DT: tl.constexpr = x_ptr.dtype.element_ty
+    elif A_KIND == 1:
+        DT: tl.constexpr = tl.int8
+    else:
+        DT: tl.constexpr = tl.float8e4nv
+    USE_ASM: tl.constexpr = ASM and A_KIND == 0 and W_KIND != 4
+    MAGIC: tl.constexpr = 0x6400 if DT == tl.float16 else 0x4300
+    OFF3: tl.constexpr = 1032.0 if DT == tl.float16 else 136.0  # the magic value of int4 code 0 (q ^ 8 = 8)
+    x_rows = x_ptr + offs_m[:, None].to(tl.int64) * stride_xm  # (BM, 1)
+    m_ok = offs_m[:, None] < M  # padded token rows load nothing
+    w_rows = w_ptr + rn[:, None] * stride_wn  # (BN, 1)
+    acc = tl.zeros((BM, BN), tl.float32)
+    for s in range(s_lo, s_hi):
+        blk = s // HS
+        c0 = (s % HS) * BJ
+        wv = tl.load(w_rows + (blk * G + c0 + j)[None, :])  # (BN, BJ) int32; the copy is padded: no mask
+        if USE_ASM:
+            w8 = _nib8(wv, z_ptr, stride_zn, rn, blk, W_KIND, DT)
+        for t in tl.static_range(8):
+            grp = blk * 8 + t
+            kx = grp * G + c0 + j
+            xt = tl.load(x_rows + kx[None, :], mask=m_ok & (kx[None, :] < K), other=0.0)  # (BM, BJ)
+            if A_KIND == 2:
+                xt = xt.to(tl.float8e4nv, bitcast=True)
+            if USE_ASM and W_KIND == 5:
+                zt = 0
+            elif W_KIND == 5:
+                z = tl.load(z_ptr + rn * stride_zn + grp).to(tl.int32)[:, None]  # (BN, 1)
+                zt = z if A_KIND == 1 else (z | MAGIC).to(tl.int16).to(DT, bitcast=True)
+            elif W_KIND == 3 and A_KIND == 0:
+                zt = tl.full((1, 1), OFF3, tl.float32).to(DT)
+            else:
+                zt = 0
+            if USE_ASM and W_KIND == 5:
+                wt = w8[t]
+            elif USE_ASM:
+                wt = w8[t] - zt
+            else:
+                wt = _nib_mma(wv, t, zt, A_KIND, W_KIND, DT)  # (BN, BJ)
+            if A_KIND == 1:
+                part = tl.dot(xt, tl.trans(wt), out_dtype=tl.int32).to(tl.float32)
+            else:
+                part = tl.dot(xt, tl.trans(wt))
+            acc += part * tl.load(sw_ptr + rn * stride_sn + grp).to(tl.float32)[None, :]
+    if W_KIND == 4:
+        acc = acc * (64.0 if A_KIND == 2 else 16384.0)  # the fp4 codes above are value * 2^-6 / 2^-14
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    if SPLIT > 1:
+        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(wsp + pid_k * M * N, acc, mask=mask)
+        tl.debug_barrier()  # every thread's partial is stored before the counter is bumped
+        tile = cnt_ptr + pid_n
+        last = tl.atomic_add(tile, 1, sem="acq_rel") == SPLIT - 1
+        if last:
+            acc = tl.zeros((BM, BN), tl.float32)
+            for p in range(0, SPLIT):
+                acc += tl.load(wsp + p * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(tile, 0)  # zero again for the next call
+    else:
+        last = pid_k == 0
+    if last:
+        if HAS_SX:
+            acc = acc * tl.load(sx_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]
+        if HAS_BIAS:
+            acc = acc + tl.load(bias_ptr + rn).to(tl.float32)[None, :]
+        tl.store(out_ptr + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def perm_mma_config(m: int, n: int, k: int, group: int = 128, sms: int = 132) -> tuple[int, int, int, int, int]:
+    """(BN, BJ, num_warps, num_stages, split) of the small-M tensor-core kernel on the permuted copy.
+
+    Not yet timed on the H100 (benchmarks/tune_perm_mma.py sweeps it); chosen from the sm_90 SASS (--regs): a
+    32 x 64-word step on 4 warps (96 registers, 124 warp-instructions per 1k int4 weights in the main loop), for
+    N >= 8192 64 x 128 words on 8 warps (128 registers, 100 per 1k); K split until about 2 programs per SM with
+    at least 2 steps each."""
+    bn, bj, warps = (64, 128, 8) if n >= 8192 else (32, 64, 4)
+    bj = min(bj, group)
+    steps = -(-k // (8 * group)) * (group // bj)
+    tiles = -(-n // bn)
+    split = 1
+    while tiles * split < 2 * sms and steps >= 4 * split and split < 8:
+        split *= 2
+    return (bn, bj, warps, 2, split)
+
+
+def mma_w4_perm(x: torch.Tensor, x_scale: torch.Tensor | None, a_kind: int, wp: torch.Tensor, sp: torch.Tensor,
+                zp: torch.Tensor | None, bias: torch.Tensor | None, w_kind: int, group: int, n: int, k: int,
+                out_dtype: torch.dtype, counters: torch.Tensor | None = None,
+                config: tuple[int, int, int, int, int] | None = None, out: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """y (M, N) = (x [* x_scale per row]) @ dequant(W).T + bias for M <= 64 on weights from `permute_w4`.
+
+    Args:
+        x: (M, K) bf16 / fp16 activations (a_kind A16), or int8 codes (INT8) / fp8 e4m3 bits as uint8 (FP8)
+            from act_quant, with their (M,) float32 scales x_scale.
+        wp, sp, zp: the permuted copy (permute_w4); w_kind INT4 / UINT4 / FP4 (fp4 with A16 or FP8, int4 with
+            A16 or INT8).
+        counters: int32 zeros, >= cdiv(N, BN) entries, needed to split K (left at zero after every call).
+        config: (BN, BJ, num_warps, num_stages, split) override (tuning scripts); out: preallocated (M, N).
+    """
+    m = x.shape[0]
+    kp = wp.shape[1] * 2
+    if not 1 <= m <= 64:
+        raise ValueError(f"mma_w4_perm handles 1 <= M <= 64 tokens, got {m}")
+    if kp % (8 * group) or kp < k or wp.shape[0] != n or sp.shape != (n, kp // group) or x.shape[1] != k:
+        raise ValueError(f"mma_w4_perm: weights {tuple(wp.shape)} / scales {tuple(sp.shape)} / x {tuple(x.shape)} "
+                         f"are not a permuted copy for N={n}, K={k}, group={group} (use permute_w4)")
+    if (a_kind, w_kind) not in ((A16, INT4), (A16, UINT4), (A16, FP4), (INT8, INT4), (INT8, UINT4), (FP8, FP4)):
+        raise ValueError(f"mma_w4_perm: no MMA for activation kind {a_kind} with weight kind {w_kind}")
+    if (x_scale is None) != (a_kind == A16):
+        raise ValueError("mma_w4_perm: coded activations need their per-token scales, float ones none")
+    if a_kind == A16 and x.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"mma_w4_perm: float activations must be float16 or bfloat16 (the MMA dtype), got {x.dtype}")
+    if out is None:
+        out = torch.empty((m, n), dtype=out_dtype, device=x.device)
+    bn, bj, warps, stages, split = config or perm_mma_config(m, n, k, group)
+    split = max(1, min(split, (kp // (8 * group)) * (group // bj)))
+    if counters is None or counters.numel() < triton.cdiv(n, bn):
+        split = 1
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if x.is_cuda and a_kind == FP8 and x.dtype == torch.uint8:
+        x = x.view(torch.float8_e4m3fn)  # typed fp8 pointers, as qgemm
+    ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
+    dummy = sp
+    _perm_mma_kernel[(triton.cdiv(n, bn), split)](
+        x, x_scale if x_scale is not None else dummy, wp.view(torch.int32), sp, zp if zp is not None else dummy,
+        bias if bias is not None else dummy, out, ws, counters if counters is not None else dummy, m, n, k, kp,
+        split, x.stride(0), wp.stride(0) // 4, sp.stride(0), zp.stride(0) if zp is not None else 0, out.stride(0),
+        A_KIND=a_kind, W_KIND=w_kind, G=group, BJ=bj, BM=max(16, triton.next_power_of_2(m)), BN=bn,
+        HAS_SX=x_scale is not None, HAS_BIAS=bias is not None, ASM=x.is_cuda, num_warps=warps, num_stages=stages)
+    return out
 
 @triton.jit
 def _w_val(n, W_KIND: tl.constexpr):
