@@ -45,33 +45,23 @@ def test_bert_kernel_backend_equals_torch_integer_backend(bert):
 
 
 @needs_kernels
-def test_kernel_backend_adds_linear_biases_inside_the_requant_kernels(bert, monkeypatch):
-    """Every linear's INT32 bias goes into the requantization that consumes it (q, k, v, fc1: rq_linear; o, fc2:
-    the residual sum's first term), none through a separate pass, and the codes stay those of the INT backend."""
+def test_kernel_backend_runs_each_linear_with_its_requantization_in_the_gemm_epilogue(bert, monkeypatch):
+    """No linear writes its INT32 product: Q/K/V (one GEMM for the three) and FC1 run as linear_rq, O and FC2 as
+    linear_rq_sum (the residual sum in the epilogue, the bias inside too); nothing falls back to linear + a requant
+    pass, and the codes stay those of the INT backend."""
     from lowbit.intonly.backend import KernelArith
 
     im, args = bert
-    seen = {"linear_bias": 0, "rq_linear": 0, "rq_sum_bias": 0}
-    linear, rq_linear, rq_sum = KernelArith.linear, KernelArith.rq_linear, KernelArith.rq_sum
-
-    def count_linear(self, x, codes, bias):
-        seen["linear_bias"] += bias is not None
-        return linear(self, x, codes, bias)
-
-    def count_rq_linear(self, *a):
-        seen["rq_linear"] += 1
-        return rq_linear(self, *a)
-
-    def count_rq_sum(self, terms, bits, bias0=None):
-        seen["rq_sum_bias"] += bias0 is not None
-        return rq_sum(self, terms, bits, bias0)
-
-    monkeypatch.setattr(KernelArith, "linear", count_linear)
-    monkeypatch.setattr(KernelArith, "rq_linear", count_rq_linear)
-    monkeypatch.setattr(KernelArith, "rq_sum", count_rq_sum)
+    names = ("linear", "rq_linear", "rq_sum", "linear_rq", "linear_rq_sum")
+    seen = dict.fromkeys(names, 0)
+    for name in names:
+        def count(self, *a, _name=name, _fn=getattr(KernelArith, name), **kw):
+            seen[_name] += 1
+            return _fn(self, *a, **kw)
+        monkeypatch.setattr(KernelArith, name, count)
     h_k, _ = im.integer_forward(im._backend("kernel"), *args)
     layers = im.layers
-    assert seen == {"linear_bias": 0, "rq_linear": 4 * layers, "rq_sum_bias": 2 * layers}
+    assert seen == {"linear": 0, "rq_linear": 0, "rq_sum": 0, "linear_rq": 2 * layers, "linear_rq_sum": 2 * layers}
     assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])
 
 

@@ -18,13 +18,15 @@ from lowbit.intonly.ops import ShiftExp, ShiftGELU
 
 
 class KernelArith(IntArith):
-    """IntArith with the composite steps (``embed_sum``, ``rq``, ``rq_sum``, ``linear``, ``softmax``, ``gelu_rq``,
-    ``layernorm``) and the attention matmuls run as kernels. Each kernel launcher returns None for a shape it does
-    not cover, and the step then runs on :data:`INT` with int64 operands (same result; elementwise torch integer ops
-    run on CUDA too)."""
+    """IntArith with the composite steps (``embed_sum``, ``rq``, ``rq_sum``, ``linear``, ``linear_rq``,
+    ``linear_rq_sum``, ``softmax``, ``gelu_rq``, ``layernorm``) and the attention matmuls run as kernels. Each kernel
+    launcher returns None for a shape it does not cover, and the step then runs on :data:`INT` with int64 operands, or
+    as its parts (same result; elementwise torch integer ops run on CUDA too)."""
 
     name = "kernel"
-    fuses_bias = True  # the linears' INT32 bias goes into the next requantization kernel (no extra pass)
+    # the linears' INT32 bias goes into the requantization that consumes the product, and a calibrated linear
+    # followed by a requantization is one GEMM with the requantization in its epilogue (linear_rq, linear_rq_sum)
+    fuses_bias = True
 
     def __init__(self) -> None:
         from lowbit.kernels import intonly, intonly_gemm
@@ -37,6 +39,16 @@ class KernelArith(IntArith):
 
     def linear(self, x: torch.Tensor, codes: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return self.gemm.int_linear(x, codes, bias)
+
+    def linear_rq(self, x: torch.Tensor, codes: torch.Tensor, lin_bias: torch.Tensor, m: Dyadic, bits: int
+                  ) -> torch.Tensor:
+        out = self.gemm.linear_rq(x, codes, lin_bias, m, bits)
+        return out if out is not None else super().linear_rq(x, codes, lin_bias, m, bits)
+
+    def linear_rq_sum(self, x: torch.Tensor, codes: torch.Tensor, lin_bias: torch.Tensor, m: Dyadic,
+                      term2: tuple[torch.Tensor, Dyadic], bits: int) -> torch.Tensor:
+        out = self.gemm.linear_rq(x, codes, lin_bias, m, bits, term2=term2)
+        return out if out is not None else super().linear_rq_sum(x, codes, lin_bias, m, term2, bits)
 
     def embed_sum(self, terms, bits: int) -> torch.Tensor:
         out = self.k.embed_sum(terms, bits)

@@ -260,16 +260,17 @@ class IntEncoder(nn.Module):
 
     def _linear_rq(self, A, key: str, lin: "IntLinear", x: torch.Tensor, bits: int) -> torch.Tensor:
         """lin(x) requantized at `key`; a backend that fuses the bias gets it into the requantization instead of
-        a pass over the INT32 output (same integers)."""
+        a pass over the INT32 output, and runs the two as one GEMM with a requantizing epilogue (same integers)."""
         if A.fuses_bias and key in self.plan and not self._float_rq(key):
-            return A.rq_linear(lin(A, x, with_bias=False), self.plan[key], lin.bias, bits)
+            return A.linear_rq(x, lin.codes, lin.bias, self.plan[key], bits)
         return self._rq(A, key, lin(A, x), lin.out_scale, lin.out_bits, bits)
 
     def _linear_term(self, A, lin: "IntLinear", x: torch.Tensor) -> tuple:
-        """A residual-sum term (z, scale, bits, pending bias) of lin(x): the bias stays pending on a backend that
-        fuses it (``_rq_sum`` adds it in its kernel, or to z where it needs the full value)."""
+        """A residual-sum term (z, scale, bits, pending bias) of lin(x). On a backend that fuses the bias, z stays
+        pending too, as a :class:`_Pending` (x, lin): ``_rq_sum`` runs the linear with the sum in its epilogue, or
+        computes z where it needs the value (calibration, a missing plan, ablation)."""
         if A.fuses_bias:
-            return lin(A, x, with_bias=False), lin.out_scale, lin.out_bits, lin.bias
+            return _Pending(x, lin), lin.out_scale, lin.out_bits, lin.bias
         return lin(A, x), lin.out_scale, lin.out_bits, None
 
     def _rq_sum(self, A, key: str, terms, bits: int) -> torch.Tensor:
@@ -280,7 +281,12 @@ class IntEncoder(nn.Module):
                  and all(f"{key}.{j}" in self.plan for j in range(len(terms))) and not self._float_rq(f"{key}.0"))
         if fused:
             ms = [self.plan[f"{key}.{j}"] for j in range(len(terms))]
+            z0 = terms[0][0]
+            if isinstance(z0, _Pending) and len(terms) == 2:  # the linear and the sum: one GEMM
+                return A.linear_rq_sum(z0.x, z0.lin.codes, terms[0][3], ms[0], (terms[1][0], ms[1]), bits)
+            terms = [(_value(A, z), s, zb, b) for z, s, zb, b in terms]
             return A.rq_sum([(z, m) for (z, _, _, _), m in zip(terms, ms)], bits, bias0=terms[0][3])
+        terms = [(_value(A, z), s, zb, b) for z, s, zb, b in terms]
         terms = [(z if b is None else z + A.tensor(b).to(z.device), s, zb) for z, s, zb, b in terms]
         if key not in self.scales:
             self._calibrate_scale(key, sum(z * _t(s, z) for z, s, _ in terms), bits)
@@ -362,7 +368,6 @@ class IntEncoder(nn.Module):
     def _attention(self, A, p: str, h: torch.Tensor, s_h: float, mask: torch.Tensor):
         b, t, _ = h.shape
         nh, d, c = self.heads, self.head_dim, self.config
-        heads = {}
         qkv = tuple(p + n for n in ("q", "k", "v"))
         if qkv[0] not in self.float_linears:  # one key per lowbit input scale (q, k, v calibrated apart may differ)
             keys = {n: f"{p}x.{self.linears[n].in_scale!r}" for n in qkv}
@@ -373,9 +378,19 @@ class IntEncoder(nn.Module):
             if keys[n] not in x:
                 x[keys[n]] = self._linear_in(A, keys[n], tuple(m for m in qkv if keys[m] == keys[n]), h, s_h,
                                              self.config.residual_bits)
-            lin = self.linears[n]
-            z = self._linear_rq(A, f"{n}.out", lin, x[keys[n]], 8)
-            heads[n[len(p):]] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
+        if A.fuses_bias and p + "qkv" in self.plan and not self._float_rq(qkv[0] + ".out"):
+            # one GEMM for the three (their shared input): N = 3 x hidden fills the GPU better than three launches
+            codes, bias, m = self.plan[p + "qkv"]
+            z = A.linear_rq(x[keys[qkv[0]]], codes, bias, m, 8).reshape(b, t, 3, nh, d)
+            heads = {n: z[:, :, j].transpose(1, 2) for j, n in enumerate(("q", "k", "v"))}  # (B, nh, T, d) views
+        else:
+            heads = {}
+            for n in qkv:
+                z = self._linear_rq(A, f"{n}.out", self.linears[n], x[keys[n]], 8)
+                heads[n[len(p):]] = z.reshape(b, t, nh, d).transpose(1, 2)  # (B, nh, T, d)
+        if self.calibrating and len(set(keys.values())) == 1:
+            self.plan[p + "qkv"] = _concat_linears([self.linears[n] for n in qkv],
+                                                   [self.plan[f"{n}.out"] for n in qkv])
         s_q, s_k, s_v = (self.scales[f"{p}{n}.out"] for n in ("q", "k", "v"))
         scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
         s_scores, score_in_bits = s_q * s_k / math.sqrt(d), bits_for(d * 2**14)
@@ -489,6 +504,28 @@ class IntBertModel(IntEncoder):
         """Set every output scale with the float64 simulation over the calibration tokens (one padded batch)."""
         self._calibrate_with(self.integer_forward, *_stack_batches(batches))
         return self
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """lin(x) without its bias, not computed yet (a residual-sum term the kernel backend fuses into the GEMM)."""
+
+    x: torch.Tensor
+    lin: IntLinear
+
+
+def _concat_linears(lins: list[IntLinear], ms: list[Dyadic]) -> tuple[torch.Tensor, torch.Tensor, Dyadic]:
+    """Weight codes, INT32 biases and per-output-channel multipliers of linears that share their input, stacked
+    along N (Q, K and V as one GEMM: each output channel keeps its own codes, bias and multiplier, so the codes
+    are those of the three apart)."""
+    ns = [lin.codes.shape[0] for lin in lins]
+    b, c = (torch.cat([getattr(m, f).reshape(-1).expand(n) for m, n in zip(ms, ns)]) for f in ("b", "c"))
+    return torch.cat([lin.codes for lin in lins]), torch.cat([lin.bias for lin in lins]), Dyadic(b, c)
+
+
+def _value(A, z) -> torch.Tensor:
+    """z, computing a pending linear (without its bias)."""
+    return z.lin(A, z.x, with_bias=False) if isinstance(z, _Pending) else z
 
 
 def _fake_int8(x: torch.Tensor, s: float) -> torch.Tensor:

@@ -119,6 +119,17 @@ class _Composite:
             terms = [(terms[0][0] + self.tensor(bias0).to(terms[0][0].device), terms[0][1]), *terms[1:]]
         return torch.clamp(sum(self.rq(z, m, None, bits + 1) for z, m in terms), lo, hi)
 
+    def linear_rq(self, x: torch.Tensor, codes: torch.Tensor, lin_bias: torch.Tensor, m: Dyadic, bits: int
+                  ) -> torch.Tensor:
+        """A linear requantized: rq_linear(x @ codesᵀ, m, lin_bias, bits). The kernel backend runs it as one GEMM
+        whose epilogue requantizes (the INT32 product is never written)."""
+        return self.rq_linear(self.linear(x, codes, None), m, lin_bias, bits)
+
+    def linear_rq_sum(self, x: torch.Tensor, codes: torch.Tensor, lin_bias: torch.Tensor, m: Dyadic,
+                      term2: tuple[torch.Tensor, Dyadic], bits: int) -> torch.Tensor:
+        """The residual sum whose first term is a linear: rq_sum([(x @ codesᵀ, m), term2], bits, bias0=lin_bias)."""
+        return self.rq_sum([(self.linear(x, codes, None), m), term2], bits, lin_bias)
+
     def embed_sum(self, terms: list[tuple[torch.Tensor, Dyadic, torch.Tensor]], bits: int) -> torch.Tensor:
         """Sum of embedding lookups: for each (table codes (V, H), per-row multiplier m (V,), ids (B, T)), the rows
         codes[ids] requantized by m[ids] and clamped to bits; the sum clamped to bits."""

@@ -1,12 +1,20 @@
 """INT8 x INT8 -> INT32 GEMMs of the integer-only graph (issue 7).
 
-* :func:`int_linear` — the linears, through ``torch._int_mm`` (cuBLASLt int8 tensor cores). cuBLASLt wants
-  M > 16 and K, N multiples of 8, so short or odd operands are zero-padded (zero rows / columns add nothing
+* :func:`linear_rq` — the linears with their requantization in the GEMM epilogue (a Triton ``tl.dot`` int8 kernel):
+  ``clamp(round_half_up(((x @ wᵀ + lin_bias) * b + bias) / 2^c))`` per output channel, optionally plus the
+  residual term (O / FC2), exactly :func:`lowbit.kernels.intonly.requant` applied to the product, so the INT32
+  product never goes to memory. Why: at BERT-base batch 32 x 128 on the H100 the integer forward took 6.16 ms (FP16
+  eager 4.8), of which 1.34 ms were the ``_int_mm`` linears writing INT32 and 1.45 ms the standalone requant /
+  residual-add passes reading it back (4 bytes written and read per output instead of 1-2 written); at 32 x 384
+  ``_int_mm`` alone (3.65 ms) was slower than FP16 cuBLAS (3.3 ms).
+* :func:`int_linear` — a linear's INT32 product, through ``torch._int_mm`` (cuBLASLt int8 tensor cores), where the
+  graph needs it (calibration-free paths: the ViT patch embedding and classifier head, and fallbacks). cuBLASLt
+  wants M > 16 and K, N multiples of 8, so short or odd operands are zero-padded (zero rows / columns add nothing
   to an integer dot product, so the result is exact).
 * :func:`bmm` — the attention GEMMs (Q·Kᵀ and P·V over batch x heads), a Triton ``tl.dot`` int8 kernel that
   reads the strided head views in place. Grid (M tiles, heads, batch), N looped inside: no index division.
 
-Both are exact: int8 products summed in int32 cannot overflow for K < 2^17.
+All are exact: int8 products summed in int32 cannot overflow for K < 2^17.
 """
 from __future__ import annotations
 
@@ -14,6 +22,9 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from lowbit.intonly.dyadic import Dyadic, qrange
+from lowbit.kernels.intonly import _requant, _rows, channel_dyadic, out_dtype
 
 
 def int_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -68,12 +79,134 @@ def bmm(a: torch.Tensor, b: torch.Tensor, block_m: int = 64, block_n: int = 64, 
         raise ValueError(f"intonly bmm: shapes {tuple(a.shape)} and {tuple(b.shape)} do not multiply")
     bb, h, m, k = a.shape
     n = b.shape[-1]
-    if h > 1 and b.stride(-1) == 1 and b.stride(1) == n and b.stride(2) == h * n:
-        # b is a head view (B, H, K, N) of (B, K, H, N) memory (P·V's values): write the product the same way, so
-        # the graph's transpose(1, 2).reshape(B, M, H*N) that follows is a view, not a strided copy
+    if h > 1 and b.stride(-1) == 1 and b.stride(1) == n and b.stride(2) >= h * n:
+        # b is a head view (B, H, K, N) of (B, K, H, N) memory, or of (B, K, 3, H, N) (P·V's values, from separate
+        # or fused Q/K/V linears): write the product as (B, M, H, N), so the graph's transpose(1, 2).reshape(B, M,
+        # H*N) that follows is a view, not a strided copy
         c = torch.empty((bb, m, h, n), dtype=torch.int32, device=a.device).transpose(1, 2)
     else:
         c = torch.empty((bb, h, m, n), dtype=torch.int32, device=a.device)
     grid = (triton.cdiv(m, block_m), h, bb)
     _bmm_kernel[grid](a, b, c, m, n, k, *a.stride(), *b.stride(), *c.stride(), block_m, block_n, block_k)
     return c
+
+
+# --- linears with the requantization in the epilogue -------------------------------------------------------------
+@triton.jit
+def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, K,
+                      stride_x, stride_w, stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr,
+                      LO1: tl.constexpr, HI1: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr,
+                      TWO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      GROUP_M: tl.constexpr):
+    # grouped order: GROUP_M consecutive programs share one weight-column tile (L2 reuse of w)
+    pid, tiles_m, tiles_n = tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    first_m = pid // (GROUP_M * tiles_n) * GROUP_M
+    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_m
+    pid_n = (pid % (GROUP_M * tiles_n)) // group_m
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    # rows / columns past M / N load the last one (no mask in the K loop but the K tail's); the store drops them
+    x_ptrs = x_ptr + tl.minimum(rm, M - 1).to(tl.int64)[:, None] * stride_x + rk[None, :]  # (BLOCK_M, BLOCK_K)
+    w_ptrs = w_ptr + tl.minimum(rn, N - 1).to(tl.int64)[None, :] * stride_w + rk[:, None]  # (BLOCK_K, BLOCK_N): wᵀ
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        a = tl.load(x_ptrs, mask=rk[None, :] < K - k0, other=0)
+        b = tl.load(w_ptrs, mask=rk[:, None] < K - k0, other=0)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    # the epilogue is lowbit.kernels.intonly._rq_kernel's, in int64, on the accumulator instead of an INT32 tensor.
+    # b, c and the linear bias are narrowed to int32 (|b| < 2^31 from dyadic(), INT32 bias, c < 64), so the products
+    # are 64 x 32-bit: ptxas then fits Q/K/V apart (128x64 tile, int8 out) in 167 registers instead of 254, the
+    # others within 3 (benchmarks/gemm_regs.py)
+    rows, cols = rm.to(tl.int64)[:, None], rn[None, :]
+    cok = cols < N
+    ok = (rows < M) & cok
+    z = acc.to(tl.int64)
+    if HAS_LIN_BIAS:
+        z = z + tl.load(lin_bias_ptr + cols, mask=cok, other=0).to(tl.int32)
+    z = z * tl.load(b_ptr + cols, mask=cok, other=0).to(tl.int32)
+    if HAS_BIAS:
+        z = z + tl.load(bias_ptr + cols, mask=cok, other=0)
+    v = _requant(z, tl.load(c_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
+    if TWO:  # residual add: each term clamped to LO1..HI1 (bits + 1), the sum to LO..HI
+        z2 = tl.load(z2_ptr + rows * stride_z2 + cols, mask=ok, other=0).to(tl.int64)
+        b2 = tl.load(b2_ptr + cols, mask=cok, other=0).to(tl.int32)
+        v2 = _requant(z2 * b2, tl.load(c2_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
+        v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
+    v = tl.minimum(tl.maximum(v, LO), HI)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+# Launch tiles of linear_rq: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) by family (see _family). Not yet timed on the
+# H100: benchmarks/intonly_gpu.py --sweep picks among its GEMM_SWEEP options. For sm_90 (benchmarks/gemm_regs.py) the
+# defaults compile to wgmma (IGMMA) without spills: 128x128x128 / 8 warps 176 registers (int8 out) and 125 (16-bit
+# out); 128x64x128 / 4 warps 194 with the residual term (128x128x128 with it spills 40 B, so N <= 1024 takes 128x64,
+# which also gives 2.9 waves instead of 1.45 on 132 SMs at N = 768, M = 4096); 32x64x128 68-86 (mma.sync).
+TILES: dict[str, tuple[int, int, int, int, int]] = {"linear": (128, 128, 128, 8, 3),
+                                                    "linear.narrow": (128, 64, 128, 4, 4),
+                                                    "linear.small": (32, 64, 128, 4, 3)}
+
+
+def _family(m: int, n: int) -> str:
+    """'linear.small': few rows (batch 1, a classifier head); 'linear.narrow': N <= 1024 (BERT-base's O / FC2 and
+    Q / K / V apart), where 128 x 128 tiles leave most of a 132-SM H100 idle in the last wave; 'linear' otherwise."""
+    if m <= 256:
+        return "linear.small"
+    return "linear.narrow" if n <= 1024 else "linear"
+
+
+def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m: Dyadic, bits: int,
+              bias: torch.Tensor | None = None, term2: tuple[torch.Tensor, Dyadic] | None = None
+              ) -> torch.Tensor | None:
+    """``intonly.requant(x @ wᵀ, m, bits, bias, term2, lin_bias)`` as one GEMM whose epilogue requantizes: the INT32
+    product never reaches memory.
+
+    Args:
+        x: (..., K) int8 codes (other integer dtypes are cast; values must be int8).
+        w: (N, K) int8 weight codes.
+        lin_bias: (N,) the linear's INT32 bias (|values| < 2^31), added to the product before the multiply, or None.
+        m: the dyadic multiplier, per tensor or per output channel, with |b| < 2^31 (any mantissa of dyadic() up to
+            31 bits; the kernel holds b as int32).
+        bits: output code width (int8 out for bits <= 8, else int32).
+        bias: (N,) added at shift precision, or None.
+        term2: (z2 (..., N) integer codes, m2): the residual sum's second term (each term clamped to bits + 1,
+            the sum to bits), or None; |b2| < 2^31 as for m.
+
+    Returns:
+        (..., N) codes, or None when the operands are outside the kernel (multipliers not per tensor / per channel,
+        z2 shaped unlike the output, K >= 2^17): the caller takes the unfused path.
+
+    Raises:
+        ValueError: x and w whose K differ.
+    """
+    n, k = w.shape
+    lead = x.shape[:-1]
+    if x.shape[-1] != k:
+        raise ValueError(f"linear_rq: x (..., {x.shape[-1]}) and w {tuple(w.shape)} do not multiply")
+    bc = channel_dyadic(m, n, x.device)
+    bc2 = channel_dyadic(term2[1], n, x.device) if term2 is not None else bc
+    if bc is None or bc2 is None or k >= 1 << 17 or (term2 is not None and term2[0].shape != (*lead, n)) \
+            or any(t is not None and t.numel() != n for t in (bias, lin_bias)):
+        return None
+    x2 = _rows(x.to(torch.int8))
+    w = w.to(torch.int8)
+    w = w if w.stride(-1) == 1 else w.contiguous()
+    z2 = _rows(term2[0]) if term2 is not None else x2
+    rows = x2.shape[0]
+    out = torch.empty((rows, n), dtype=out_dtype(bits), device=x.device)
+    if rows == 0:
+        return out.reshape(*lead, n)
+    bias_t, lin_t = (t.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous() if t is not None else bc[0]
+                     for t in (bias, lin_bias))
+    lo, hi = qrange(bits)
+    lo1, hi1 = qrange(bits + 1)
+    bm, bn, bk, warps, stages = TILES[_family(rows, n)]
+    grid = (triton.cdiv(rows, bm) * triton.cdiv(n, bn),)
+    _linear_rq_kernel[grid](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], out, rows, n, k, x2.stride(0),
+                            w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1, hi1, bias is not None,
+                            lin_bias is not None, term2 is not None, bm, bn, bk, 8, num_warps=warps,
+                            num_stages=stages)
+    return out.reshape(*lead, n)

@@ -1,0 +1,141 @@
+"""The int8 GEMM with the requantization in its epilogue (lowbit.kernels.intonly_gemm.linear_rq) equals the torch
+integer reference, INT.rq_linear(INT.linear(...)) / INT.rq_sum, bit for bit (CPU under TRITON_INTERPRET=1)."""
+import os
+
+import pytest
+import torch
+
+from lowbit.intonly.dyadic import INT, Dyadic, dyadic, mantissa_bits
+
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
+
+
+def _codes(g, *shape, lo=-128, hi=128):
+    return torch.randint(lo, hi, shape, generator=g, dtype=torch.int8)
+
+
+def _multiplier(g, n: int, per_channel: bool, scale: float, in_bits: int = 31) -> Dyadic:
+    x = torch.rand(n if per_channel else 1, dtype=torch.float64, generator=g) + 0.5
+    return dyadic(x * scale if per_channel else float(x) * scale, mantissa_bits(in_bits))
+
+
+def _reference(x, w, lin_bias, m, bits, bias=None, term2=None):
+    z = INT.linear(x.long(), w, None)
+    if lin_bias is not None:
+        z = z + lin_bias
+    if term2 is not None:
+        return INT.rq_sum([(z, m), (term2[0].long(), term2[1])], bits)
+    return INT.rq(z, m, bias, bits)
+
+
+@pytest.mark.parametrize("m_rows,k,n", [(1, 24, 5), (3, 200, 96), (37, 776, 130), (130, 200, 5)])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_linear_rq_equals_the_integer_reference(m_rows, k, n, per_channel):
+    from lowbit.kernels.intonly_gemm import linear_rq
+
+    g = torch.Generator().manual_seed(m_rows * 1000 + k + n)
+    x, w = _codes(g, m_rows, k), _codes(g, n, k)
+    lin_bias = torch.randint(-2**20, 2**20, (n,), generator=g)
+    # a scale that puts the product near the 8-bit range, so some outputs clamp and most do not
+    m = _multiplier(g, n, per_channel, 2.0**-(bits_of(k) + 6), in_bits=bits_of(k) + 15)
+    for bits in (8, 16):
+        mb = Dyadic(m.b, m.c - (bits - 8))  # 2^(bits-8) times larger codes at 16 bits
+        for lb in (None, lin_bias):
+            out = linear_rq(x, w, lb, mb, bits)
+            assert out.dtype == (torch.int8 if bits == 8 else torch.int32)
+            assert torch.equal(out.long(), _reference(x, w, lb, mb, bits))
+    bias = torch.randint(-2**40, 2**40, (n,), generator=g)  # at shift precision (c is about 30)
+    assert torch.equal(linear_rq(x, w, lin_bias, m, 8, bias=bias).long(), _reference(x, w, lin_bias, m, 8, bias))
+
+
+def bits_of(k: int) -> int:
+    """Bits of |x @ wᵀ| for int8 codes and K = k."""
+    return (k * 128 * 128).bit_length()
+
+
+@pytest.mark.parametrize("m_rows,k,n", [(1, 24, 5), (37, 200, 96), (130, 776, 130)])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_linear_rq_with_the_residual_term_equals_rq_sum(m_rows, k, n, bits):
+    from lowbit.kernels.intonly_gemm import linear_rq
+
+    g = torch.Generator().manual_seed(m_rows + k + n + bits)
+    x, w = _codes(g, m_rows, k), _codes(g, n, k)
+    lin_bias = torch.randint(-2**20, 2**20, (n,), generator=g)
+    z2 = torch.randint(-2**(bits - 1), 2**(bits - 1), (m_rows, n), generator=g, dtype=torch.int32)
+    m = _multiplier(g, n, True, 2.0**-(bits_of(k) + 7 - bits), in_bits=bits_of(k) + 1)
+    m2 = _multiplier(g, n, m_rows % 2 == 0, 0.6, in_bits=bits)
+    out = linear_rq(x, w, lin_bias, m, bits, term2=(z2, m2))
+    assert torch.equal(out.long(), _reference(x, w, lin_bias, m, bits, term2=(z2, m2)))
+    assert torch.equal(out.long(), INT.linear_rq_sum(x.long(), w, lin_bias, m, (z2.long(), m2), bits))
+
+
+@pytest.mark.parametrize("code", [-128, 127])
+def test_extreme_codes_saturate_like_the_reference(code):
+    """All codes -128 or 127: |x @ wᵀ| = K 2^14 at its largest; every clamp (each term at bits + 1, the sum at
+    bits) is reached from both sides."""
+    from lowbit.kernels.intonly_gemm import linear_rq
+
+    g = torch.Generator().manual_seed(code & 0xff)
+    k, n, rows = 776, 130, 37
+    x, w = torch.full((rows, k), code, dtype=torch.int8), torch.full((n, k), code, dtype=torch.int8)
+    w[::2] = 127 if code == -128 else -128  # negative and positive products
+    lin_bias = torch.zeros(n, dtype=torch.int64)
+    lin_bias[::4], lin_bias[1::4] = 2**31 - 1, -2**31 + 1  # the largest INT32 biases
+    m = _multiplier(g, n, True, 2.0**-16, in_bits=bits_of(k) + 1)
+    z2 = torch.full((rows, n), -2**15, dtype=torch.int32)
+    z2[:, 1::3] = 2**15 - 1
+    for bits, term2 in ((8, None), (16, None), (16, (z2, _multiplier(g, n, False, 1.0, 16)))):
+        out = linear_rq(x, w, lin_bias, m, bits, term2=term2)
+        ref = _reference(x, w, lin_bias, m, bits, term2=term2)
+        assert torch.equal(out.long(), ref)
+        assert {ref.min().item(), ref.max().item()} == {-2**(bits - 1), 2**(bits - 1) - 1}
+
+
+def test_leading_dims_and_the_default_composition():
+    """(B, T, K) inputs keep their leading dims; IntArith.linear_rq (the spec) is linear + rq_linear."""
+    from lowbit.kernels.intonly_gemm import linear_rq
+
+    g = torch.Generator().manual_seed(1)
+    x, w, lin_bias = _codes(g, 2, 7, 64), _codes(g, 48, 64), torch.randint(-999, 999, (48,), generator=g)
+    m = _multiplier(g, 48, True, 2.0**-14, in_bits=bits_of(64) + 1)
+    out = linear_rq(x, w, lin_bias, m, 8)
+    assert out.shape == (2, 7, 48)
+    assert torch.equal(out.long(), INT.linear_rq(x.long(), w, lin_bias, m, 8))
+    assert torch.equal(out.long(), INT.rq_linear(INT.linear(x.long(), w, None), m, lin_bias, 8))
+
+
+def test_operands_outside_the_kernel_return_none_or_raise():
+    from lowbit.kernels.intonly_gemm import linear_rq
+
+    g = torch.Generator().manual_seed(2)
+    x, w = _codes(g, 5, 32), _codes(g, 16, 32)
+    rows = Dyadic(torch.ones(5, 1, dtype=torch.int64), torch.full((5, 1), 4))  # per row: not per channel
+    assert linear_rq(x, w, None, rows, 8) is None
+    m = _multiplier(g, 16, True, 2.0**-10)
+    assert linear_rq(x, w, None, m, 8, term2=(torch.zeros(5, 8, dtype=torch.int32), m)) is None  # z2 shape
+    assert linear_rq(x, w, torch.zeros(8, dtype=torch.int64), m, 8) is None  # bias length
+    with pytest.raises(ValueError, match="do not multiply"):
+        linear_rq(x, w[:, :16], None, m, 8)
+
+
+def test_bert_with_q_k_v_as_three_gemms_equals_the_integer_backend(monkeypatch):
+    """Q, K and V whose inputs differ (a lowbit model with one input scale per linear; here the fused entry is
+    removed) run as three linear_rq GEMMs; the kernel backend still equals the INT backend. (The fused Q/K/V GEMM
+    and the residual sums are checked on the whole model by tests/intonly/test_backend.py.)"""
+    from lowbit.intonly.backend import KernelArith
+    from lowbit.intonly.blocks import IntBertModel, IntConfig
+    from tiny_models import tiny_bert
+
+    g = torch.Generator().manual_seed(0)
+    im = IntBertModel(tiny_bert(), IntConfig()).calibrate([{"input_ids": torch.randint(0, 120, (2, 12), generator=g)}])
+    for i in range(im.layers):
+        monkeypatch.delitem(im.plan, f"layer{i}.qkv")
+    calls = []
+    linear_rq = KernelArith.linear_rq
+    monkeypatch.setattr(KernelArith, "linear_rq", lambda self, *a: calls.append(a[1].shape) or linear_rq(self, *a))
+    ids = torch.randint(0, 120, (2, 11), generator=g)
+    args = (ids, torch.ones_like(ids), torch.zeros_like(ids))
+    h_k, _ = im.integer_forward(im._backend("kernel"), *args)
+    assert len(calls) == 4 * im.layers  # q, k, v, fc1
+    assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])
