@@ -1,9 +1,11 @@
-"""Device script for issue 7: integer-only BERT-base and ViT-B/16 on the kernel backend (torch._int_mm linears,
-Triton int8 attention GEMMs, fused Shiftmax / ShiftGELU / I-LayerNorm / requant kernels) against Hugging Face
-FP16, eager and replayed from CUDA graphs. Random weights from the configs (speed does not depend on them).
+"""Device script for issue 7: integer-only BERT-base and ViT-B/16 on the kernel backend (Triton int8 linears with the
+requantization in the GEMM epilogue, torch._int_mm where a linear's product is needed as INT32, Triton int8
+attention GEMMs, fused Shiftmax / ShiftGELU / I-LayerNorm / requant kernels) against Hugging Face FP16, eager and
+replayed from CUDA graphs. Random weights from the configs (speed does not depend on them).
 
     PYTHONPATH=src python benchmarks/intonly_gpu.py                      # BERT-base and ViT-B/16, all sizes
     PYTHONPATH=src python benchmarks/intonly_gpu.py --models bert-base --batches 32 --seqs 128
+    PYTHONPATH=src python benchmarks/intonly_gpu.py --models bert-base --batches 32 --seqs 128,384 --sweep
 
 Before timing it checks, per model, that the CUDA integer graph is bit-exact with the CPU torch integer graph
 and exits non-zero if the kernel backend cannot run or differs: it never falls back to another path. Prints a
@@ -22,11 +24,13 @@ import time
 import torch
 
 MODELS = ("bert-base", "vit-b16")
-# kernel-name fragments -> stage, first match wins (torch.profiler device kernels)
-INT_STAGES = (("_bmm_kernel", "attention GEMMs (Triton int8)"), ("_shiftmax", "Shiftmax + score requant"),
-              ("_shift_gelu", "ShiftGELU + requant"), ("_layernorm_kernel", "I-LayerNorm + requant"),
-              ("_rq_kernel", "requant / residual add"), ("gemm", "linears (_int_mm)"), ("igemm", "linears (_int_mm)"),
-              ("cutlass", "linears (_int_mm)"), ("", "other (embedding, pads, casts, bias)"))
+# kernel-name fragments -> stage, first match wins (torch.profiler device kernels); "_linear_rq_kernel" before
+# "_rq_kernel", which it contains
+INT_STAGES = (("_linear_rq_kernel", "linears + requant epilogue"), ("_bmm_kernel", "attention GEMMs (Triton int8)"),
+              ("_shiftmax", "Shiftmax + score requant"), ("_shift_gelu", "ShiftGELU + requant"),
+              ("_layernorm_kernel", "I-LayerNorm + requant"), ("_rq_kernel", "requant / residual add"),
+              ("gemm", "linears (_int_mm)"), ("igemm", "linears (_int_mm)"), ("cutlass", "linears (_int_mm)"),
+              ("", "other (embedding, pads, casts, bias)"))
 FP16_STAGES = (("nvjet", "GEMMs"), ("flash", "attention (SDPA)"), ("fmha", "attention (SDPA)"),
                ("efficient_attention", "attention (SDPA)"),
                ("softmax", "softmax"), ("gemm", "GEMMs"), ("cutlass", "GEMMs"), ("layer_norm", "LayerNorm"),
@@ -45,8 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--calib-seq", type=int, default=64, help="calibration tokens per sequence (4 sequences)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     p.add_argument("--sweep", action="store_true",
-                   help="first choose the integer kernels' launch tiles (lowbit.kernels.intonly.TILES) by timing the "
-                        "whole BERT-base forward at the first batch and sequence length, one kernel family at a time")
+                   help="first choose the integer kernels' launch tiles (lowbit.kernels.intonly.TILES and the linears' "
+                        "lowbit.kernels.intonly_gemm.TILES) by timing the whole BERT-base forward at the first batch "
+                        "and sequence length, one kernel family at a time")
     a = p.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     bad = [m for m in a.models if m not in MODELS]
@@ -198,27 +203,35 @@ SWEEP = {"layernorm": [(16, 128, 4), (8, 128, 4), (4, 256, 4), (32, 64, 4), (16,
          "requant": [(1024, 4), (512, 4), (2048, 8), (1024, 8), (512, 2)],
          "gelu": [(512, 4), (1024, 8), (256, 2), (1024, 4), (512, 8)],
          "shiftmax": [(2048, 4), (1024, 4), (4096, 8), (512, 2), (2048, 8)]}
+# the linears (lowbit.kernels.intonly_gemm.TILES): (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages); registers and spills
+# of each option for sm_90: benchmarks/gemm_regs.py --sweep
+GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128, 64, 8, 4), (128, 64, 128, 4, 4),
+                         (64, 128, 128, 4, 4)],
+              "linear.narrow": [(128, 64, 128, 4, 4), (128, 64, 128, 4, 3), (64, 64, 128, 4, 4), (128, 64, 64, 4, 4),
+                                (128, 128, 64, 8, 4)],
+              "linear.small": [(32, 64, 128, 4, 3), (16, 64, 128, 4, 3), (64, 64, 128, 4, 3), (32, 128, 128, 4, 4)]}
 
 
 def sweep_tiles(im, x: dict) -> dict:
     """Coordinate descent over TILES: per kernel family, the option with the fastest graph-replayed forward."""
-    from lowbit.kernels import intonly
+    from lowbit.kernels import intonly, intonly_gemm
 
     ids = x["input_ids"]
     mask, types = torch.ones_like(ids), torch.zeros_like(ids)
     A = im._backend("int")
     log = {}
-    for fam, options in SWEEP.items():
+    for tiles, fam, options in [(intonly.TILES, *kv) for kv in SWEEP.items()] + \
+            [(intonly_gemm.TILES, *kv) for kv in GEMM_SWEEP.items()]:
         times = {}
         for opt in options:
-            intonly.TILES[fam] = opt
+            tiles[fam] = opt
             try:
                 with torch.no_grad():
                     times[opt] = time_ms(lambda: im.integer_forward(A, ids, mask, types), 20, 3, True)
             except Exception as e:  # a tile that does not compile or capture is skipped, and said
                 print(f"sweep {fam} {opt}: {type(e).__name__}: {str(e).splitlines()[0][:100]}", flush=True)
         best = min(times, key=times.get)
-        intonly.TILES[fam] = best
+        tiles[fam] = best
         log[fam] = {str(k): round(v, 3) for k, v in times.items()} | {"best": str(best)}
         print(f"sweep {fam}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()) + f" -> {best}", flush=True)
     return log
@@ -267,14 +280,15 @@ def main(argv=None) -> None:
         t = time.time()
         fp, im, inputs = build(name, args.calib_seq)
         print(f"{name}: built and calibrated in {time.time() - t:.0f} s", flush=True)
-        require_kernels(im, inputs(2, 24 if name == "bert-base" else 0))
+        # 2 x 160 tokens: M = 320 > 256 takes the large-tile linears (intonly_gemm._family), not only the small ones
+        require_kernels(im, inputs(2, 160 if name == "bert-base" else 0))
         if args.sweep and name == "bert-base":
-            from lowbit.kernels import intonly
+            from lowbit.kernels import intonly, intonly_gemm
 
             first = inputs(args.batches[0], args.seqs[0])
             info["tile sweep"] = sweep_tiles(im, {k: v.cuda() for k, v in first.items()})
-            info["tiles"] = {k: list(v) for k, v in intonly.TILES.items()}
-            require_kernels(im, inputs(3, 77))  # still bit-exact with the chosen tiles (several row blocks)
+            info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
+            require_kernels(im, inputs(3, 111))  # still bit-exact with the chosen tiles (several row blocks, a tail)
         if hasattr(fp.config, "_attn_implementation"):
             fp.config._attn_implementation = args.attn
         fp16 = fp.half().cuda()
