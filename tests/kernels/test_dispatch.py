@@ -42,7 +42,8 @@ def test_hook_matches_reference_and_buffers_stay_out_of_checkpoints(dev):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("tokens", [16, 1])  # 1: the decode GEMV (the permuted copy for the 3072-wide layer)
+# 1: the decode GEMV, 4 and 16: the small-M tensor-core kernel (both on the permuted copy of the 3072-wide layer)
+@pytest.mark.parametrize("tokens", [16, 4, 1])
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_quantlinear_cuda_graph_and_compile(dev, name, tokens):
     import lowbit.kernels  # noqa: F401  (installs the hook)
@@ -65,7 +66,7 @@ def test_quantlinear_cuda_graph_and_compile(dev, name, tokens):
     g.replay()
     torch.cuda.synchronize()
     assert torch.equal(static_y, model(static_x))
-    torch._dynamo.reset()  # 16 parametrizations compile the same forward code: stay under dynamo's recompile limit
+    torch._dynamo.reset()  # the parametrizations compile the same forward code: stay under dynamo's recompile limit
     compiled = torch.compile(model, fullgraph=True)
     assert torch.equal(compiled(x), model(x))
 

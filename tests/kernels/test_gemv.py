@@ -103,8 +103,9 @@ def test_gemv_is_used_at_the_measured_token_counts():
 
 
 @pytest.mark.parametrize("preset,tokens,n", [("w4a16", 1, 40), ("w4a8-int", 1, 40), ("w4a8-fp", 1, 40),
-                                             ("w4a16", 1, 24), ("w4a8-int", 3, 40), ("w4a16", 70, 24),
-                                             ("w4a8-fp", 70, 24)])
+                                             ("w4a16", 1, 24), ("w4a8-int", 3, 40), ("w4a16", 4, 40),
+                                             ("w4a8-fp", 16, 40), ("w4a16", 4, 24), ("w4a16", 17, 40),
+                                             ("w4a16", 70, 24), ("w4a8-fp", 70, 24)])
 def test_dispatch_takes_the_gemv_and_dequant_paths(dev, preset, tokens, n, monkeypatch):
     from lowbit.kernels import dispatch, gemv
     from lowbit.nn.qlinear import QuantLinear
@@ -114,7 +115,7 @@ def test_dispatch_takes_the_gemv_and_dequant_paths(dev, preset, tokens, n, monke
     monkeypatch.setattr(dispatch, "use_gemv", lambda m, n_out: m == 1 and n_out >= 32)
     monkeypatch.setattr(dispatch, "PERM_MIN_N", 32)  # N = 40 gets the permuted decode copy, N = 24 does not
     called = []
-    for fn in ("gemv_w4", "gemv_w4_perm", "dequant_w4"):
+    for fn in ("gemv_w4", "gemv_w4_perm", "mma_w4_perm", "dequant_w4"):
         orig = getattr(dispatch, fn)
         monkeypatch.setattr(dispatch, fn, lambda *a, _o=orig, _n=fn, **kw: (called.append(_n), _o(*a, **kw))[1])
     s = PRESETS[preset]
@@ -126,6 +127,8 @@ def test_dispatch_takes_the_gemv_and_dequant_paths(dev, preset, tokens, n, monke
     if tokens == 1 and n >= 32:
         assert called == ["gemv_w4_perm"]
         assert q._lb_wp is not None and "_lb_wp" not in q.state_dict()
+    elif 2 <= tokens <= gemv.PERM_MMA_MAX_M and n >= 32:  # a few tokens: tensor cores on the permuted copy
+        assert called == ["mma_w4_perm"]
     elif tokens >= gemv.DEQUANT_M and s.activations is None:
         assert called == ["dequant_w4"]
     else:

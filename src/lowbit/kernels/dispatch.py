@@ -18,7 +18,7 @@ from lowbit.kernels import _tl
 from lowbit.kernels.act_quant import FORMATS as ACT_FORMATS
 from lowbit.kernels.act_quant import quantize_act
 from lowbit.kernels.gemv import (A_CODES, DEQUANT_M, KINDS_4BIT, PERM_MIN_N, dequant_w4, gemv_w4, gemv_w4_perm,
-                                 permute_w4, use_gemv)
+                                 mma_w4_perm, permute_w4, use_gemv, use_perm_mma)
 from lowbit.kernels.qgemm import qgemm
 from lowbit.nn import qlinear
 from lowbit.nn.qlinear import QuantLinear
@@ -153,9 +153,10 @@ def quant_linear_forward(module: QuantLinear, x: torch.Tensor) -> torch.Tensor |
 
 
 def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | None:
-    """Group-wise 4-bit weights: the CUDA-core GEMV where `use_gemv` says it won; weight-only layers from DEQUANT_M tokens
-    on: the weight dequantized once to the activation dtype, then cuBLAS (decoding nibbles in every tensor-core
-    tile ran at 0.37x bf16 at M = 2048, BENCHMARKS.md). None: the tensor-core qgemm path."""
+    """Group-wise 4-bit weights: the CUDA-core GEMV where `use_gemv` says it won; a few tokens (`use_perm_mma`) on
+    the permuted copy: the small-M tensor-core kernel (W4A8 after act_quant); weight-only layers from DEQUANT_M
+    tokens on: the weight dequantized once to the activation dtype, then cuBLAS (decoding nibbles in every
+    tensor-core tile ran at 0.37x bf16 at M = 2048, BENCHMARKS.md). None: the tensor-core qgemm path."""
     if p.w_kind not in KINDS_4BIT or p.mode == _tl.PER_CHANNEL:
         return None
     m = x2.shape[0]
@@ -169,6 +170,16 @@ def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | 
         return torch.ops.lowbit.gemv_w4(x2, module.qweight, module.scale, module.zero, module.bias, module._lb_cnt,
                                         static, p.a_kind, p.w_kind, p.group, module.out_features,
                                         module.in_features, x2.dtype)
+    if use_perm_mma(m) and module._lb_wp is not None and p.a_kind in A_CODES:
+        # small M: one conversion per weight shared by the tokens through tl.dot on the permuted copy
+        if p.a_fmt is None:
+            a, sa = x2, None
+        else:
+            static = module.act_scale if module.act_spec.granularity == "tensor" else None
+            a, sa = torch.ops.lowbit.act_quant(x2, None, static, p.a_fmt)
+        return torch.ops.lowbit.mma_w4_perm(a, sa, module._lb_wp, module._lb_sp, module._lb_zp, module.bias,
+                                            module._lb_cnt, p.a_kind, p.w_kind, p.group, module.out_features,
+                                            module.in_features, x2.dtype)
     if p.a_kind == _tl.A16 and m >= DEQUANT_M:
         w = torch.ops.lowbit.dequant_w4(module.qweight, module.scale, module.zero, p.w_kind, p.group,
                                         module.in_features, x2.dtype)
@@ -231,6 +242,19 @@ def _gemv_w4_perm_op(x: torch.Tensor, wp: torch.Tensor, sp: torch.Tensor, zp: to
 @_gemv_w4_perm_op.register_fake
 def _(x, wp, sp, zp, bias, counters, static_scale, a_kind, w_kind, group, n, k, out_dtype):
     return x.new_empty((1, n), dtype=out_dtype)
+
+
+@torch.library.custom_op("lowbit::mma_w4_perm", mutates_args=())
+def _mma_w4_perm_op(x: torch.Tensor, x_scale: torch.Tensor | None, wp: torch.Tensor, sp: torch.Tensor,
+                    zp: torch.Tensor | None, bias: torch.Tensor | None, counters: torch.Tensor | None, a_kind: int,
+                    w_kind: int, group: int, n: int, k: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """A few tokens on the permuted copy (tensor cores): float x (A16) or act_quant codes with their scales."""
+    return mma_w4_perm(x, x_scale, a_kind, wp, sp, zp, bias, w_kind, group, n, k, out_dtype, counters=counters)
+
+
+@_mma_w4_perm_op.register_fake
+def _(x, x_scale, wp, sp, zp, bias, counters, a_kind, w_kind, group, n, k, out_dtype):
+    return x.new_empty((x.shape[0], n), dtype=out_dtype)
 
 
 @torch.library.custom_op("lowbit::dequant_w4", mutates_args=())
