@@ -33,7 +33,7 @@ def compile_sm90(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: st
     fn = G._linear_rq_kernel
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     consts = dict(LO=lo, HI=hi, LO1=2 * lo, HI1=2 * hi + 1, HAS_BIAS=False, HAS_LIN_BIAS=True, TWO=two, BLOCK_M=bm,
-                  BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+                  BLOCK_N=bn, BLOCK_K=bk)
     ptrs = dict(x_ptr="*i8", w_ptr="*i8", z2_ptr="*i32", out_ptr=out_ptr)
     sig, cx, attrs = {}, {}, {}
     for i, (n, p) in enumerate(zip(fn.arg_names, fn.params)):

@@ -96,16 +96,12 @@ def bmm(a: torch.Tensor, b: torch.Tensor, block_m: int = 64, block_n: int = 64, 
 def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, K,
                       stride_x, stride_w, stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr,
                       LO1: tl.constexpr, HI1: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr,
-                      TWO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                      GROUP_M: tl.constexpr):
-    # grouped order: GROUP_M consecutive programs share one weight-column tile (L2 reuse of w)
-    pid, tiles_m, tiles_n = tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
-    first_m = pid // (GROUP_M * tiles_n) * GROUP_M
-    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_m
-    pid_n = (pid % (GROUP_M * tiles_n)) // group_m
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+                      TWO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # grid (M tiles, N tiles), M fastest: a wave shares few weight tiles. No grouped (swizzled) order: it needs an
+    # index division (the kernels have none, test_kernels), and BERT-base's operands at 32 x 128 (x 3-12 MB,
+    # w <= 2.4 MB) fit the H100's 50 MB L2 anyway
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     # rows / columns past M / N load the last one (no mask in the K loop but the K tail's); the store drops them
     x_ptrs = x_ptr + tl.minimum(rm, M - 1).to(tl.int64)[:, None] * stride_x + rk[None, :]  # (BLOCK_M, BLOCK_K)
@@ -119,7 +115,7 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
         w_ptrs += BLOCK_K
     # the epilogue is lowbit.kernels.intonly._rq_kernel's, in int64, on the accumulator instead of an INT32 tensor.
     # b, c and the linear bias are narrowed to int32 (|b| < 2^31 from dyadic(), INT32 bias, c < 64), so the products
-    # are 64 x 32-bit: ptxas then fits Q/K/V apart (128x64 tile, int8 out) in 167 registers instead of 254, the
+    # are 64 x 32-bit: ptxas then fits Q/K/V apart (128x64 tile, int8 out) in 168 registers instead of 254, the
     # others within 3 (benchmarks/gemm_regs.py)
     rows, cols = rm.to(tl.int64)[:, None], rn[None, :]
     cok = cols < N
@@ -144,7 +140,7 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # H100: benchmarks/intonly_gpu.py --sweep picks among its GEMM_SWEEP options. For sm_90 (benchmarks/gemm_regs.py) the
 # defaults compile to wgmma (IGMMA) without spills: 128x128x128 / 8 warps 176 registers (int8 out) and 125 (16-bit
 # out); 128x64x128 / 4 warps 194 with the residual term (128x128x128 with it spills 40 B, so N <= 1024 takes 128x64,
-# which also gives 2.9 waves instead of 1.45 on 132 SMs at N = 768, M = 4096); 32x64x128 68-86 (mma.sync).
+# which also gives 2.9 waves instead of 1.45 on 132 SMs at N = 768, M = 4096); 32x64x128 58-86 (mma.sync).
 TILES: dict[str, tuple[int, int, int, int, int]] = {"linear": (128, 128, 128, 8, 3),
                                                     "linear.narrow": (128, 64, 128, 4, 4),
                                                     "linear.small": (32, 64, 128, 4, 3)}
@@ -204,9 +200,9 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
     lo, hi = qrange(bits)
     lo1, hi1 = qrange(bits + 1)
     bm, bn, bk, warps, stages = TILES[_family(rows, n)]
-    grid = (triton.cdiv(rows, bm) * triton.cdiv(n, bn),)
+    grid = (triton.cdiv(rows, bm), triton.cdiv(n, bn))
     _linear_rq_kernel[grid](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], out, rows, n, k, x2.stride(0),
                             w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1, hi1, bias is not None,
-                            lin_bias is not None, term2 is not None, bm, bn, bk, 8, num_warps=warps,
+                            lin_bias is not None, term2 is not None, bm, bn, bk, num_warps=warps,
                             num_stages=stages)
     return out.reshape(*lead, n)
