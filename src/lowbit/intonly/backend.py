@@ -19,7 +19,7 @@ from lowbit.intonly.ops import ShiftExp, ShiftGELU
 
 class KernelArith(IntArith):
     """IntArith with the composite steps (``embed_sum``, ``rq``, ``rq_sum``, ``linear``, ``linear_rq``,
-    ``linear_rq_sum``, ``softmax``, ``gelu_rq``, ``layernorm``) and the attention matmuls run as kernels. Each kernel
+    ``linear_rq_sum``, ``softmax``, ``attention``, ``gelu_rq``, ``layernorm``) and the attention matmuls run as kernels. Each kernel
     launcher returns None for a shape it does not cover, and the step then runs on :data:`INT` with int64 operands, or
     as its parts (same result; elementwise torch integer ops run on CUDA too)."""
 
@@ -70,6 +70,14 @@ class KernelArith(IntArith):
     def softmax(self, op, z: torch.Tensor, m: Dyadic, bits: int, mask: torch.Tensor | None) -> torch.Tensor:
         out = self.k.shiftmax(z, m, bits, op, mask) if isinstance(op.exp, ShiftExp) and z.dim() == 4 else None
         return out if out is not None else INT.softmax(op, z.long(), m, bits, mask)
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadic, op, score_bits: int,
+                  mask: torch.Tensor | None, m_ctx: Dyadic, bits: int) -> torch.Tensor:
+        out = None
+        if isinstance(op.exp, ShiftExp) and q.dim() == 4:
+            out = self.gemm.attention(*(x.to(torch.int8) for x in (q, k, v)), m_scores, op, score_bits, mask, m_ctx,
+                                      bits)
+        return out if out is not None else super().attention(q, k, v, m_scores, op, score_bits, mask, m_ctx, bits)
 
     def gelu_rq(self, op, x: torch.Tensor, m: Dyadic, bits: int) -> torch.Tensor:
         out = self.k.shift_gelu(x, op, m, bits) if isinstance(op, ShiftGELU) else None

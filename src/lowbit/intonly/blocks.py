@@ -392,6 +392,13 @@ class IntEncoder(nn.Module):
             self.plan[p + "qkv"] = _concat_linears([self.linears[n] for n in qkv],
                                                    [self.plan[f"{n}.out"] for n in qkv])
         s_q, s_k, s_v = (self.scales[f"{p}{n}.out"] for n in ("q", "k", "v"))
+        if not self.calibrating and p + "ctx" in self.plan and p + "scores" in self.plan \
+                and not (self._float_rq(p + "ctx") or self._float_rq(p + "scores") or "softmax" in self.float_ops):
+            # calibrated: the whole attention as one step (one kernel on the kernel backend); calibration takes the
+            # steps below, whose intermediate values set the scales
+            ctx8 = A.attention(heads["q"], heads["k"], heads["v"], self.plan[p + "scores"], self.plan[p + "softmax"],
+                               c.score_bits, mask, self.plan[p + "ctx"], 8)  # (B, T, nh * d)
+            return self._linear_term(A, self.linears[p + "o"], ctx8)
         scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
         s_scores, score_in_bits = s_q * s_k / math.sqrt(d), bits_for(d * 2**14)
         m = self._plan_rq(p + "scores", scores, s_scores, score_in_bits, c.score_bits)

@@ -149,6 +149,16 @@ class _Composite:
         """Scores z requantized to bits, then the integer softmax ``op``."""
         return op(self, self.rq(z, m, None, bits), mask)
 
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadic, op, score_bits: int,
+                  mask: torch.Tensor | None, m_ctx: Dyadic, bits: int) -> torch.Tensor:
+        """One attention of heads q, k, v (B, H, T, d): scores q·kᵀ, softmax(op, scores, m_scores, score_bits,
+        mask), probabilities times v, the context (B, T, H * d) requantized by m_ctx to bits. The kernel backend
+        runs it as one kernel (scores and probabilities never written)."""
+        b, h, t, d = q.shape
+        probs = self.softmax(op, self.matmul(q, k.transpose(-1, -2)), m_scores, score_bits, mask)  # (B, H, T, T)
+        ctx = self.matmul(probs, v).transpose(1, 2).reshape(b, t, h * d)  # INT32
+        return self.rq(ctx, m_ctx, None, bits)
+
     def gelu_rq(self, op, x: torch.Tensor, m: Dyadic, bits: int) -> torch.Tensor:
         """The integer GELU ``op`` of x, requantized to bits."""
         return self.rq(op(self, x), m, None, bits)

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from lowbit.intonly.dyadic import Dyadic, qrange
-from lowbit.kernels.intonly import _requant, _rows, channel_dyadic, out_dtype
+from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
+from lowbit.kernels.intonly import (_floordiv, _requant, _rows, _shift_exp, _shift_exp_i32, channel_dyadic, out_dtype,
+                                    shiftmax_i32)
 
 
 def int_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,9 +142,9 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # defaults compile to wgmma (IGMMA) without spills: 128x128x128 / 8 warps 176 registers (int8 out) and 125 (16-bit
 # out); 128x64x128 / 4 warps 194 with the residual term (128x128x128 with it spills 40 B, so N <= 1024 takes 128x64,
 # which also gives 2.9 waves instead of 1.45 on 132 SMs at N = 768, M = 4096); 32x64x128 58-86 (mma.sync).
-TILES: dict[str, tuple[int, int, int, int, int]] = {"linear": (128, 128, 128, 8, 3),
-                                                    "linear.narrow": (128, 64, 128, 4, 4),
-                                                    "linear.small": (32, 64, 128, 4, 3)}
+# attention (the fused kernel below): (BLOCK_M queries, BLOCK_N keys, warps, stages), not timed either.
+TILES: dict[str, tuple[int, ...]] = {"linear": (128, 128, 128, 8, 3), "linear.narrow": (128, 64, 128, 4, 4),
+                                     "linear.small": (32, 64, 128, 4, 3), "attention": (64, 64, 4, 2)}
 
 
 def _family(m: int, n: int) -> str:
@@ -206,3 +207,135 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
                             lin_bias is not None, term2 is not None, bm, bn, bk, num_warps=warps,
                             num_stages=stages)
     return out.reshape(*lead, n)
+
+
+
+# --- attention: Q·Kᵀ, score requant, Shiftmax, P·V and the context requant in one kernel -------------------------
+@triton.jit
+def _ratio_i32(e, total, r, K: tl.constexpr, RS: tl.constexpr):
+    """intonly._round_ratio with the row's reciprocal r = floor(2^RS / (2 total)) computed once by the caller (the
+    attention kernel divides every key block of a row by the same total; the proof is beside _round_ratio)."""
+    e64 = e.to(tl.int64)
+    q = ((e64 * (r << (K + 1)).to(tl.int32).to(tl.int64) + total * r) >> RS).to(tl.int32)
+    q += ((e64 << (K + 1)) >= (2 * q + 1).to(tl.int64) * total).to(tl.int32)
+    return tl.where(total > 0, q, (2 << K) - 1)
+
+
+@triton.jit
+def _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK: tl.constexpr):
+    """INT32 scores q·kᵀ of the key block rn (BLOCK_M, BLOCK_N) and which keys count (below T and kept by the mask);
+    keys past T load as zero columns."""
+    kt = tl.load(k_ptr + rn.to(tl.int64)[None, :] * skt + rd[:, None], mask=rn[None, :] < T, other=0)
+    valid = rn[None, :] < T
+    if HAS_MASK:
+        valid = valid & (tl.load(mask_ptr + rn, mask=rn < T, other=0) > 0)[None, :]
+    return tl.dot(q, kt, out_dtype=tl.int32), valid
+
+
+@triton.jit
+def _exp_block(s, valid, mx, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
+               EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
+               DIV_SH: tl.constexpr):
+    """Scores requantized to score_bits and clamped (IntEncoder._rq), minus the row maximum mx, through the shift
+    exponential (intonly._shiftmax_kernel's two paths); 0 for keys that do not count."""
+    x = tl.minimum(tl.maximum(_requant(s.to(tl.int64) * rq_b, rq_c), LO), HI)
+    if I32:
+        return tl.where(valid, _shift_exp_i32(tl.minimum(x.to(tl.int32) - mx.to(tl.int32), 0), X0, N, DIV_M,
+                                              DIV_SH), 0)
+    return tl.where(valid, _shift_exp(tl.where(valid, x - mx, 0), X0, N, EXP_ABITS, EXP_QBITS), 0)
+
+
+@triton.jit
+def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_ptr, T,
+                      sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, stride_mask, sob, sot,
+                      LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
+                      EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, OUT_BITS: tl.constexpr,
+                      DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
+                      DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr, HEAD_D: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # grid (query blocks, heads, batch): no index division. Three sweeps over the keys, each recomputing the score
+    # block on the tensor cores (64 MACs per score at head dim 64, against ~30 integer ops per score for the
+    # requant and exponential): 1) the row maximum of the raw INT32 scores (requant and clamp are nondecreasing
+    # for b >= 0, so the maximum of the requantized scores is the requantized maximum: no requant in this sweep),
+    # 2) the exponentials' row total, 3) the probabilities and P·V. Scores and probabilities never reach memory.
+    h, z = tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rd = tl.arange(0, HEAD_D)
+    q = tl.load(q_ptr + z * sqb + h * sqh + rm.to(tl.int64)[:, None] * sqt + rd[None, :], mask=rm[:, None] < T,
+                other=0)  # (BLOCK_M, HEAD_D) int8
+    k_ptr += z * skb + h * skh
+    v_ptr += z * svb + h * svh
+    mask_ptr += z * stride_mask
+    rq_b = tl.load(rq_ptr).to(tl.int32)  # 0 <= b < 2^31 (attention() checks): 64 x 32-bit products
+    rq_c = tl.load(rq_ptr + 1)
+    rn0 = tl.arange(0, BLOCK_N)
+    # 1) the row maximum over the counted keys (the INT32 minimum where none counts: then every exponential is 0)
+    raw = tl.full((BLOCK_M,), -0x7FFFFFFF - 1, tl.int32)
+    for n0 in range(0, T, BLOCK_N):
+        s, valid = _score_block(q, k_ptr, mask_ptr, n0 + rn0, rd, T, skt, HAS_MASK)
+        raw = tl.maximum(raw, tl.max(tl.where(valid, s, -0x7FFFFFFF - 1), 1))
+    mx = tl.minimum(tl.maximum(_requant(raw.to(tl.int64) * rq_b, rq_c), LO), HI)[:, None]
+    # 2) the row total (an exact integer sum: the order of the blocks does not matter)
+    total = tl.zeros((BLOCK_M, 1), tl.int64)
+    for n0 in range(0, T, BLOCK_N):
+        s, valid = _score_block(q, k_ptr, mask_ptr, n0 + rn0, rd, T, skt, HAS_MASK)
+        e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
+        total += tl.sum(e.to(tl.int64), 1)[:, None]
+    if I32:  # one reciprocal per row (intonly._round_ratio)
+        r = _floordiv(tl.full((BLOCK_M, 1), 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
+    # 3) probabilities (scale 2^-OUT_BITS) and their product with the values
+    acc = tl.zeros((BLOCK_M, HEAD_D), tl.int32)
+    for n0 in range(0, T, BLOCK_N):
+        rn = n0 + rn0
+        s, valid = _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK)
+        e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
+        if I32:
+            p = _ratio_i32(e, total, r, OUT_BITS, RS)
+        else:  # round(e 2^k / total)
+            p = _floordiv((e << (OUT_BITS + 1)) + total, 2 * total, DIV_ABITS, OUT_BITS + 1)
+        # uncounted keys of a row with a counted one get 0 from the formula, a row without one 2^k - 1 everywhere
+        # (as the reference); keys past T meet zero value rows
+        p = tl.minimum(p, (1 << OUT_BITS) - 1).to(tl.int8)
+        vb = tl.load(v_ptr + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T, other=0)
+        acc = tl.dot(p, vb, acc, out_dtype=tl.int32)
+    # the context requantized to the O linear's int8 input (channel h * HEAD_D + d), stored (B, T, H * HEAD_D)
+    ch = h * HEAD_D + rd[None, :]
+    v = _requant(acc.to(tl.int64) * tl.load(b_ptr + ch).to(tl.int32), tl.load(c_ptr + ch))
+    v = tl.minimum(tl.maximum(v, -128), 127)
+    tl.store(out_ptr + z * sob + rm.to(tl.int64)[:, None] * sot + ch, v.to(tl.int8), mask=rm[:, None] < T)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadic, op, score_bits: int,
+              mask: torch.Tensor | None, m_ctx: Dyadic, bits: int) -> torch.Tensor | None:
+    """``IntArith.attention`` as one kernel: scores q·kᵀ requantized by m_scores to score_bits, the Shiftmax ``op``
+    (an ops.IntSoftmax with a ShiftExp) over the keys the mask keeps, probabilities times v, the context requantized
+    by m_ctx (per tensor or per channel h * d + n) to int8. Scores and probabilities never reach memory.
+
+    Args:
+        q, k, v: (B, H, T, d) int8 codes, any strides with a unit last one (views of the fused QKV output).
+        mask: None or (B, 1, 1, T) 0/1 keys.
+
+    Returns:
+        (B, T, H * d) int8 codes, or None outside the kernel (the caller composes the steps): d not a power of two
+        in 16..128, bits != 8, prob bits > 7, a negative or per-channel score multiplier, another mask shape.
+    """
+    b, h, t, d = q.shape
+    bc = channel_dyadic(m_ctx, h * d, q.device)
+    if bc is None or bits != 8 or op.out_bits > 7 or d not in (16, 32, 64, 128) or m_scores.b.numel() != 1 \
+            or int(m_scores.b) < 0 or k.shape != q.shape or v.shape != q.shape \
+            or any(x.dtype != torch.int8 or x.stride(-1) != 1 for x in (q, k, v)) \
+            or (mask is not None and tuple(mask.shape) != (b, 1, 1, t)):
+        return None
+    rq = torch.stack([m_scores.b.reshape(()), m_scores.c.reshape(())]).to(device=q.device, dtype=torch.int64)
+    keys = mask.reshape(b, t) if mask is not None else rq[None]
+    out = torch.empty((b, t, h * d), dtype=torch.int8, device=q.device)
+    e = op.exp
+    lo, hi = qrange(score_bits)
+    fast = shiftmax_i32(op, score_bits, max(16, triton.next_power_of_2(t)))
+    bm, bn, warps, stages = TILES["attention"]
+    _attention_kernel[(triton.cdiv(t, bm), h, b)](
+        q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
+        k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1), lo, hi,
+        e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, bits_for(e.bound()) + op.out_bits + 2,
+        mask is not None, fast is not None, *(fast or (1, 0, 0, 0)), d, bm, bn, num_warps=warps, num_stages=stages)
+    return out

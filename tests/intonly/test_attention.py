@@ -1,0 +1,139 @@
+"""The fused integer attention kernel (lowbit.kernels.intonly_gemm.attention) equals the composed steps of the torch
+integer backend, INT.attention (Q·Kᵀ, score requant, Shiftmax, P·V, context requant), bit for bit; and the whole
+tiny BERT / ViT run it on the kernel backend with the INT result (CPU under TRITON_INTERPRET=1)."""
+import os
+
+import pytest
+import torch
+
+from lowbit.intonly.dyadic import INT, Dyadic, dyadic, mantissa_bits
+from lowbit.intonly.ops import IntSoftmax
+
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
+
+
+def _heads(g, b, h, t, d, fused: bool):
+    """q, k, v (B, H, T, d) int8: views of one (B, T, 3, H, d) tensor (the fused QKV GEMM's output) or contiguous."""
+    if fused:
+        z = torch.randint(-128, 128, (b, t, 3, h, d), generator=g, dtype=torch.int8)
+        return tuple(z[:, :, j].transpose(1, 2) for j in range(3))
+    return tuple(torch.randint(-128, 128, (b, h, t, d), generator=g, dtype=torch.int8) for _ in range(3))
+
+
+def _ctx_multiplier(g, n: int, per_channel: bool, t: int) -> Dyadic:
+    # P·V is at most t 127 128 in magnitude; typical contexts are ~2^13, so ~2^-6 keeps most codes inside int8
+    x = torch.rand(n if per_channel else 1, dtype=torch.float64, generator=g) + 0.5
+    return dyadic(x * 2.0**-6 if per_channel else float(x) * 2.0**-6, mantissa_bits((t * 2**14).bit_length()))
+
+
+def _check(q, k, v, m_s, soft, score_bits, mask, m_ctx):
+    from lowbit.kernels.intonly_gemm import attention
+
+    out = attention(q, k, v, m_s, soft, score_bits, mask, m_ctx, 8)
+    ref = INT.attention(q.long(), k.long(), v.long(), m_s, soft, score_bits, mask, m_ctx, 8)
+    assert out is not None and out.dtype == torch.int8 and out.shape == ref.shape
+    assert torch.equal(out.long(), ref)
+    return ref
+
+
+# (score multiplier, Shiftmax input scale): the int32 Shiftmax path (|X0| 2^15 < 2^31) and the int64 one (|X0| >=
+# 65536: a fine score scale), and a coarse multiplier that saturates most scores at the score_bits limits
+SCALES = {"i32": (2.0**-10, 0.05), "i64": (2.0**-2, 1e-5), "saturated": (2.0**2, 0.3)}
+
+
+@pytest.mark.parametrize("b,h,t,d", [(1, 1, 1, 32), (2, 3, 5, 64), (1, 3, 37, 32), (2, 1, 130, 64)])
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_attention_kernel_equals_the_composed_integer_steps(b, h, t, d, scale):
+    from lowbit.kernels.intonly import shiftmax_i32
+
+    g = torch.Generator().manual_seed(b * 1000 + h * 100 + t + d)
+    q, k, v = _heads(g, b, h, t, d, fused=t % 2 == 1)
+    m_s, s_in = SCALES[scale]
+    score_bits = 16
+    soft = IntSoftmax.build(s_in, "shift", 7)
+    assert (shiftmax_i32(soft, score_bits, 256) is None) == (scale == "i64")
+    m_s = dyadic(m_s, mantissa_bits((d * 2**14).bit_length()))
+    mask = torch.ones(b, 1, 1, t, dtype=torch.int64)
+    mask[-1, ..., t // 3:] = 0  # the last batch keeps only its first third (t = 1, 2: nothing)
+    for per_channel in (False, True):
+        m_ctx = _ctx_multiplier(g, h * d, per_channel, t)
+        for mk in (None, mask):
+            ref = _check(q, k, v, m_s, soft, score_bits, mk, m_ctx)
+            assert ref.abs().max() > 0
+
+
+def test_saturated_scores_and_rows_without_a_kept_key():
+    """Scores past the score_bits range clamp before the Shiftmax; a batch whose keys are all masked gets the
+    reference's (uniform 2^k - 1) probabilities."""
+    g = torch.Generator().manual_seed(7)
+    q, k, v = _heads(g, 2, 2, 21, 32, fused=True)
+    soft = IntSoftmax.build(0.3, "shift", 7)
+    mask = torch.zeros(2, 1, 1, 21, dtype=torch.int64)
+    mask[0, ..., ::5] = 1
+    for score_bits in (8, 12):
+        _check(q, k, v, dyadic(0.5, 31), soft, score_bits, mask, _ctx_multiplier(g, 64, True, 21))
+
+
+def test_fallbacks():
+    from lowbit.kernels.intonly_gemm import attention
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = _heads(g, 1, 2, 9, 32, fused=False)
+    soft, m = IntSoftmax.build(0.05, "shift", 7), dyadic(2.0**-10, 31)
+    m_ctx = _ctx_multiplier(g, 1, False, 9)
+    assert attention(q, k, v, m, soft, 16, None, m_ctx, 16) is None  # 16-bit context
+    assert attention(q, k, v, dyadic(-2.0**-10, 31), soft, 16, None, m_ctx, 8) is None  # negative multiplier
+    assert attention(q[..., :24], k[..., :24], v[..., :24], m, soft, 16, None, m_ctx, 8) is None  # head dim 24
+    rows = dyadic(torch.full((9, 1), 2.0**-6, dtype=torch.float64), 31)
+    assert attention(q, k, v, m, soft, 16, None, rows, 8) is None  # a multiplier per token
+
+
+def _count_fused(monkeypatch) -> list:
+    """Patches the attention launcher to record each call whose kernel ran (not None)."""
+    from lowbit.kernels import intonly_gemm
+
+    ran, launch = [], intonly_gemm.attention
+
+    def count(*a, **kw):
+        out = launch(*a, **kw)
+        ran.append(out is not None)
+        return out
+    monkeypatch.setattr(intonly_gemm, "attention", count)
+    return ran
+
+
+def test_tiny_bert_with_the_fused_attention_equals_int(monkeypatch):
+    """Padding masks (rows of 5 and 30 keys among full ones), 37 tokens: kernel backend == INT, every layer's
+    attention through the fused kernel."""
+    from lowbit.intonly.blocks import IntBertModel, IntConfig
+    from tiny_models import tiny_bert
+
+    g = torch.Generator().manual_seed(0)
+    calib = [{"input_ids": torch.randint(0, 120, (4, 16), generator=g)} for _ in range(2)]
+    ids = torch.randint(0, 120, (3, 37), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[2, 30:] = 0
+    im = IntBertModel(tiny_bert(), IntConfig(smooth="auto", score_bits=16)).calibrate(calib)
+    args = (ids, mask, torch.zeros_like(ids))
+    ran = _count_fused(monkeypatch)
+    h_k, s_k = im.integer_forward(im._backend("kernel"), *args)
+    h_int, s_int = im.integer_forward(INT, *args)
+    assert s_k == s_int and torch.equal(h_k.long(), h_int)
+    assert ran == [True] * im.layers
+
+
+def test_tiny_vit_with_the_fused_attention_equals_int(monkeypatch):
+    from lowbit.intonly.blocks import IntConfig
+    from lowbit.intonly.vit import build_int_vit
+    from tiny_models import tiny_vit
+
+    g = torch.Generator().manual_seed(0)
+    calib, test = torch.randn(16, 3, 32, 32, generator=g), torch.randn(2, 3, 32, 32, generator=g)
+    im = build_int_vit(tiny_vit(), calib, IntConfig(smooth="auto", score_bits=16))
+    codes = im.quantize_pixels(test)
+    ran = _count_fused(monkeypatch)
+    z_k, _ = im.integer_logits(im._backend("kernel"), codes)
+    assert torch.equal(z_k.long(), im.integer_logits(INT, codes)[0])
+    assert ran and all(ran), ran
