@@ -1,6 +1,7 @@
 """Registers, stack (spills), shared memory and MMA instructions of the linear GEMM with the requantizing epilogue
-(``lowbit.kernels.intonly_gemm._linear_rq_kernel``) for sm_90 (H100), without a GPU: benchmarks/kernel_regs.py's
-method (``triton.compile`` for a ``GPUTarget``, then the ``cuobjdump`` Triton ships) at BERT-base's shapes.
+(``lowbit.kernels.intonly_gemm._linear_rq_kernel``) and of the fused attention (``_attention_kernel``) for sm_90
+(H100), without a GPU: benchmarks/kernel_regs.py's method (``triton.compile`` for a ``GPUTarget``, then the
+``cuobjdump`` Triton ships) at BERT-base's shapes.
 
     PYTHONPATH=src .venv/bin/python benchmarks/gemm_regs.py            # the tiles of intonly_gemm.TILES
     PYTHONPATH=src .venv/bin/python benchmarks/gemm_regs.py --sweep    # every option intonly_gpu.py --sweep times
@@ -9,6 +10,7 @@ Each tile is compiled for the three epilogues the graph launches: Q/K/V (one ter
 codes in int32) and O / FC2 (the residual sum, 16-bit). Integer arguments and pointers are marked divisible by 16,
 as the JIT specializes them at BERT's shapes (M = batch x tokens, N and K multiples of 768): without that the int8
 tile loads are not vectorized, every element keeps its own 64-bit address, and any tile reads 255 registers.
+The attention is compiled at head dim 64 with the key mask, for the int32 and the int64 Shiftmax paths.
 """
 from __future__ import annotations
 
@@ -29,17 +31,14 @@ EPILOGUES = (("qkv: 1 term, int8", "*i8", 8, False), ("fc1: 1 term, 16-bit", "*i
              ("o/fc2: residual, 16-bit", "*i32", 16, True))
 
 
-def compile_sm90(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: str, bits: int, two: bool) -> dict:
-    fn = G._linear_rq_kernel
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    consts = dict(LO=lo, HI=hi, LO1=2 * lo, HI1=2 * hi + 1, HAS_BIAS=False, HAS_LIN_BIAS=True, TWO=two, BLOCK_M=bm,
-                  BLOCK_N=bn, BLOCK_K=bk)
-    ptrs = dict(x_ptr="*i8", w_ptr="*i8", z2_ptr="*i32", out_ptr=out_ptr)
+def compile_sm90(fn, consts: dict, ptrs: dict, warps: int, stages: int) -> dict:
+    """Compile ``fn`` for sm_90 with ``consts`` for its constexprs and ``ptrs`` for pointer types (other pointers
+    int64, other arguments int32); every runtime argument is marked divisible by 16."""
     sig, cx, attrs = {}, {}, {}
     for i, (n, p) in enumerate(zip(fn.arg_names, fn.params)):
         if p.is_constexpr:
             sig[n], cx[(i,)] = "constexpr", consts[n]
-        else:  # the other pointers are the int64 per-channel vectors; every integer is M, N, K or a row stride
+        else:
             sig[n] = ptrs.get(n, "*i64" if n.endswith("_ptr") else "i32")
             attrs[(i,)] = [["tt.divisibility", 16]]
     ck = triton.compile(triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=cx, attrs=attrs),
@@ -55,8 +54,34 @@ def compile_sm90(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: st
             "mma": sorted(set(re.findall(r"\b(\w*MMA\.[\w.]+)", sass)))}
 
 
+def compile_linear(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: str, bits: int, two: bool) -> dict:
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    consts = dict(LO=lo, HI=hi, LO1=2 * lo, HI1=2 * hi + 1, HAS_BIAS=False, HAS_LIN_BIAS=True, TWO=two, BLOCK_M=bm,
+                  BLOCK_N=bn, BLOCK_K=bk)
+    return compile_sm90(G._linear_rq_kernel, consts, dict(x_ptr="*i8", w_ptr="*i8", z2_ptr="*i32", out_ptr=out_ptr),
+                        warps, stages)
+
+
+# Shiftmax input scales of the two paths: 0.05 (|X0| = 20, int32) and 1e-5 (|X0| = 100000, int64)
+ATTENTION_PATHS = (("int32 Shiftmax", 0.05), ("int64 Shiftmax", 1e-5))
+
+
+def compile_attention(bm: int, bn: int, warps: int, stages: int, scale: float) -> dict:
+    from lowbit.intonly.ops import IntSoftmax
+    from lowbit.kernels.intonly import shiftmax_i32
+
+    op, score_bits, t = IntSoftmax.build(scale, "shift", 7), 16, 384
+    e, fast = op.exp, shiftmax_i32(op, score_bits, t * 2)
+    consts = dict(LO=-(1 << 15), HI=(1 << 15) - 1, X0=e.x0, N=e.n, EXP_ABITS=(-e.n * e.x0).bit_length(),
+                  EXP_QBITS=e.n.bit_length(), OUT_BITS=7, DIV_ABITS=e.bound().bit_length() + 9, HAS_MASK=True,
+                  I32=fast is not None, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn)
+    consts |= dict(zip(("DIV_M", "DIV_SH", "RS", "RBITS"), fast or (1, 0, 0, 0)))
+    return compile_sm90(G._attention_kernel, consts, dict(q_ptr="*i8", k_ptr="*i8", v_ptr="*i8", out_ptr="*i8"),
+                        warps, stages)
+
+
 def configs(sweep: bool) -> list[tuple[str, tuple[int, ...]]]:
-    """(family, (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)) of intonly_gemm.TILES, or every --sweep option."""
+    """(family, tile) of intonly_gemm.TILES, or every --sweep option (GEMM_SWEEP of benchmarks/intonly_gpu.py)."""
     if not sweep:
         return list(G.TILES.items())
     spec = importlib.util.spec_from_file_location("intonly_gpu", Path(__file__).with_name("intonly_gpu.py"))
@@ -65,15 +90,27 @@ def configs(sweep: bool) -> list[tuple[str, tuple[int, ...]]]:
     return [(fam, opt) for fam, opts in bench.GEMM_SWEEP.items() for opt in opts]
 
 
+def report(label: str, tile: str, r: dict) -> None:
+    print(f"{label:52s} {tile:30s} registers {r['registers']:3d}  stack {r['stack']:4d} B  "
+          f"shared {r['shared'] // 1024:3d} KiB  {','.join(r['mma'])}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sweep", action="store_true", help="every tile benchmarks/intonly_gpu.py --sweep times")
+    ap.add_argument("--only", choices=("linear", "attention"), help="only the linears or only the attention")
     a = ap.parse_args()
-    for fam, (bm, bn, bk, warps, stages) in configs(a.sweep):
-        for label, out_ptr, bits, two in EPILOGUES:
-            r = compile_sm90(bm, bn, bk, warps, stages, out_ptr, bits, two)
-            print(f"{fam:14s} {bm}x{bn}x{bk} warps {warps} stages {stages}  {label:24s} registers {r['registers']:3d}"
-                  f"  stack {r['stack']:4d} B  shared {r['shared'] // 1024:3d} KiB  {','.join(r['mma'])}", flush=True)
+    for fam, tile in configs(a.sweep):
+        if fam == "attention" and a.only != "linear":
+            bm, bn, warps, stages = tile
+            for label, scale in ATTENTION_PATHS:
+                report(f"{fam} {label}", f"{bm}x{bn} warps {warps} stages {stages}",
+                       compile_attention(bm, bn, warps, stages, scale))
+        elif fam != "attention" and a.only != "attention":
+            bm, bn, bk, warps, stages = tile
+            for label, out_ptr, bits, two in EPILOGUES:
+                report(f"{fam} {label}", f"{bm}x{bn}x{bk} warps {warps} stages {stages}",
+                       compile_linear(bm, bn, bk, warps, stages, out_ptr, bits, two))
 
 
 if __name__ == "__main__":

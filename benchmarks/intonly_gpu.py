@@ -26,7 +26,8 @@ import torch
 MODELS = ("bert-base", "vit-b16")
 # kernel-name fragments -> stage, first match wins (torch.profiler device kernels); "_linear_rq_kernel" before
 # "_rq_kernel", which it contains
-INT_STAGES = (("_linear_rq_kernel", "linears + requant epilogue"), ("_bmm_kernel", "attention GEMMs (Triton int8)"),
+INT_STAGES = (("_linear_rq_kernel", "linears + requant epilogue"), ("_attention_kernel", "attention (fused integer)"),
+              ("_bmm_kernel", "attention GEMMs (Triton int8)"),
               ("_shiftmax", "Shiftmax + score requant"), ("_shift_gelu", "ShiftGELU + requant"),
               ("_layernorm_kernel", "I-LayerNorm + requant"), ("_rq_kernel", "requant / residual add"),
               ("gemm", "linears (_int_mm)"), ("igemm", "linears (_int_mm)"), ("cutlass", "linears (_int_mm)"),
@@ -209,7 +210,9 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
                          (64, 128, 128, 4, 4)],
               "linear.narrow": [(128, 64, 128, 4, 4), (128, 64, 128, 4, 3), (64, 64, 128, 4, 4), (128, 64, 64, 4, 4),
                                 (128, 128, 64, 8, 4)],
-              "linear.small": [(32, 64, 128, 4, 3), (16, 64, 128, 4, 3), (64, 64, 128, 4, 3), (32, 128, 128, 4, 4)]}
+              "linear.small": [(32, 64, 128, 4, 3), (16, 64, 128, 4, 3), (64, 64, 128, 4, 3), (32, 128, 128, 4, 4)],
+              # the fused attention: (BLOCK_M queries, BLOCK_N keys, warps, stages)
+              "attention": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)]}
 
 
 def sweep_tiles(im, x: dict) -> dict:

@@ -142,7 +142,9 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # defaults compile to wgmma (IGMMA) without spills: 128x128x128 / 8 warps 176 registers (int8 out) and 125 (16-bit
 # out); 128x64x128 / 4 warps 194 with the residual term (128x128x128 with it spills 40 B, so N <= 1024 takes 128x64,
 # which also gives 2.9 waves instead of 1.45 on 132 SMs at N = 768, M = 4096); 32x64x128 58-86 (mma.sync).
-# attention (the fused kernel below): (BLOCK_M queries, BLOCK_N keys, warps, stages), not timed either.
+# attention (the fused kernel below): (BLOCK_M queries, BLOCK_N keys, warps, stages), not timed either; sm_90 at head
+# dim 64 with the mask: 64x64 / 4 warps 168 registers (int32 Shiftmax) and 216 (int64), no spills, wgmma; 64x128
+# spills 1.8 KB on the int64 path, 128x128 / 8 warps spills on both.
 TILES: dict[str, tuple[int, ...]] = {"linear": (128, 128, 128, 8, 3), "linear.narrow": (128, 64, 128, 4, 4),
                                      "linear.small": (32, 64, 128, 4, 3), "attention": (64, 64, 4, 2)}
 
@@ -239,10 +241,11 @@ def _exp_block(s, valid, mx, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr, X0:
     """Scores requantized to score_bits and clamped (IntEncoder._rq), minus the row maximum mx, through the shift
     exponential (intonly._shiftmax_kernel's two paths); 0 for keys that do not count."""
     x = tl.minimum(tl.maximum(_requant(s.to(tl.int64) * rq_b, rq_c), LO), HI)
-    if I32:
-        return tl.where(valid, _shift_exp_i32(tl.minimum(x.to(tl.int32) - mx.to(tl.int32), 0), X0, N, DIV_M,
-                                              DIV_SH), 0)
-    return tl.where(valid, _shift_exp(tl.where(valid, x - mx, 0), X0, N, EXP_ABITS, EXP_QBITS), 0)
+    if I32:  # int32 (one return: the compiler wants a single return type)
+        e = tl.where(valid, _shift_exp_i32(tl.minimum(x.to(tl.int32) - mx.to(tl.int32), 0), X0, N, DIV_M, DIV_SH), 0)
+    else:  # int64
+        e = tl.where(valid, _shift_exp(tl.where(valid, x - mx, 0), X0, N, EXP_ABITS, EXP_QBITS), 0)
+    return e
 
 
 @triton.jit
