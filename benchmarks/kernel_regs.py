@@ -112,6 +112,7 @@ def main() -> None:
         for label, over in variants(name, args):
             tiles = (old.get(name) if a.old_tiles else None) or {}
             tiles = tiles | over
+            warps = tiles.pop("num_warps", warps)
             r = compile_sm90(name, args, 4 if a.old_tiles else warps, tiles)
             fn = getattr(K, name)
             shape = {k: args[fn.arg_names.index(k)] for k in fn.arg_names if k.startswith("BLOCK_")} | tiles
@@ -131,8 +132,13 @@ def shape_values(shape: dict) -> int:
 
 def variants(name: str, args) -> list[tuple[str, dict]]:
     """(label, constexpr overrides) to compile: the launch as recorded, and for the kernels with an int32 path
-    (I32) the int64 fallback too; Shiftmax also at the tiles of T = 128 and 384 (TILES["shiftmax"])."""
+    (I32) the int64 fallback too; Shiftmax also at the tiles of T = 128 and 384 (TILES["shiftmax"]); I-LayerNorm at
+    the launcher's tiles for BERT-base batch 1 and 32 x 128 (K.ln_tile) and with the mean by long division."""
     fn = getattr(K, name)
+    if name == "_layernorm_kernel":
+        tile = lambda rows: dict(zip(("BLOCK_M", "BLOCK_C", "num_warps", "ONE_CHUNK"), K.ln_tile(rows, 768)))  # noqa: E731
+        return [(" 1x128", tile(128)), (" 8x128", tile(1024)), (" 32x128", tile(4096)),
+                (" 32x128 mean div", tile(4096) | {"MEAN_M": 0, "MEAN_SH": 0, "MEAN_K": 0})]
     if "I32" not in fn.arg_names:
         return [("", {})]
     get = lambda k: args[fn.arg_names.index(k)]  # noqa: E731

@@ -232,43 +232,94 @@ def _shift_gelu_kernel(x_ptr, b_ptr, c_ptr, out_ptr, M, N, stride_x, stride_out,
 
 
 @triton.jit
-def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, stride_out, LO: tl.constexpr,
-                      HI: tl.constexpr, SBITS: tl.constexpr, VBITS: tl.constexpr, QBITS: tl.constexpr,
-                      ITERATIONS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    # BLOCK_M rows per program, their columns in chunks of BLOCK_C: pass 1 sums, pass 2 the variance, then the
-    # per-row chain (mean division, Newton, reciprocal) runs once for all BLOCK_M rows, pass 3 writes. The chain
-    # is long (~270 dependent division steps); many rows per program keep the SMs busy while it runs.
-    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
-    rok = rows < M
-    total = tl.zeros((BLOCK_M, 1), tl.int64)
-    for c0 in range(0, C, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)[None, :]
-        x = tl.load(x_ptr + rows * stride_x + cols, mask=rok & (cols < C), other=0).to(tl.int64)
-        total += tl.sum(x, 1)[:, None]
-    two_c = tl.full((BLOCK_M, 1), 2, tl.int64) * C
-    a = 2 * total + C  # round(total / C) half up = floor((2 total + C) / 2C), signed
+def _quot_steps(a, b, QBITS: tl.constexpr):
+    """floor(a / b) for int64 0 <= a < b 2^QBITS, b 2^(QBITS+1) <= 2^63: restoring division with the remainder and
+    the quotient in one register, w = r 2^QBITS + (quotient bits so far, then the dividend bits left). w = a at the
+    start (r = a >> QBITS < b); a step doubles w and, when the new remainder 2r + (next bit) >= b, i.e. 2w >= b 2^QBITS
+    (the low part is below 2^QBITS), subtracts b 2^QBITS - 1 (r -= b and the freed low bit becomes 1). The compare
+    reads w before the doubling (w >= b 2^(QBITS-1)), so a step is one select of two values computed from w."""
+    d = b << QBITS
+    half = b << (QBITS - 1)
+    w = a + b * 0
+    for _ in range(QBITS):
+        w = tl.where(w >= half, w + (w - (d - 1)), w + w)
+    return w & ((1 << QBITS) - 1)
+
+
+@triton.jit
+def _ln_mean(total, C, SBITS: tl.constexpr, MEAN_M: tl.constexpr, MEAN_SH: tl.constexpr, MEAN_K: tl.constexpr):
+    """LayerNormInt's mean round(total / C) half up = floor((2 total + C) / 2C), signed. MEAN_M > 0: as
+    floor((a + 2C K) / 2C) - K, with a + 2C K in [0, amax] (|x| < 2^(in_bits-1)) divided by one multiply,
+    (MEAN_M, MEAN_SH, MEAN_K) = ln_mean_magic(...); else restoring long division of the magnitude."""
+    a = 2 * total + C
+    if MEAN_M > 0:
+        return (((a + (total * 0 + C) * (2 * MEAN_K)) * MEAN_M) >> MEAN_SH) - MEAN_K
+    two_c = total * 0 + 2 * C
     neg = a < 0
     q = _floordiv(tl.where(neg, two_c - 1 - a, a), two_c, SBITS + 3, SBITS + 3)
-    mean = tl.where(neg, -q, q)
-    var = tl.zeros((BLOCK_M, 1), tl.int64)
-    for c0 in range(0, C, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)[None, :]
-        x = tl.load(x_ptr + rows * stride_x + cols, mask=rok & (cols < C), other=0).to(tl.int64)
-        y = tl.where(cols < C, x - mean, 0)
-        var += tl.sum(y * y, 1)[:, None]
-    k = ((1 << 16) + (var >> 16)) >> 1  # Newton from k = 2^16: k <- floor((k + floor(var / k)) / 2)
-    for _ in range(ITERATIONS - 1):  # then k >= isqrt(var): short quotients (ops.newton_bits)
-        k = (k + _floordiv(var, k, VBITS, QBITS)) >> 1
+    return tl.where(neg, -q, q)
+
+
+@triton.jit
+def _ln_factor(var, VBITS: tl.constexpr, QBITS: tl.constexpr, ITERATIONS: tl.constexpr):
+    """floor((2^31 - 1) / k), k the integer Newton square root of var (LayerNormInt.core): from k = 2^16, the first
+    step a shift, then k >= isqrt(var) and every floor(var / k) < 2^QBITS (ops.newton_bits); k < 2^QBITS, so
+    k 2^32 < 2^63 for the reciprocal's 31 quotient bits ((2^31 - 1) < k 2^31 for k >= 1)."""
+    k = ((1 << 16) + (var >> 16)) >> 1
+    for _ in range(ITERATIONS - 1):
+        k = (k + _quot_steps(var, k, QBITS)) >> 1
     k = tl.maximum(k, 1)
-    factor = _floordiv(tl.full((BLOCK_M, 1), (1 << 31) - 1, tl.int64), k, 31, 31)
-    for c0 in range(0, C, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)[None, :]
-        ok = rok & (cols < C)
-        x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0).to(tl.int64)
-        core = ((x - mean) * factor) >> 1  # unit variance times 2^30 / sqrt(C)
-        acc = core * tl.load(b_ptr + cols, mask=cols < C, other=0) + tl.load(bias_ptr + cols, mask=cols < C, other=0)
-        v = tl.minimum(tl.maximum(_requant(acc, tl.load(c_ptr + cols, mask=cols < C, other=1)), LO), HI)
-        tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+    return _quot_steps(k * 0 + ((1 << 31) - 1), k, 31)
+
+
+@triton.jit
+def _ln_load(x_ptr, rows, rok, cols, C, stride_x):
+    return tl.load(x_ptr + rows * stride_x + cols, mask=rok & (cols < C), other=0).to(tl.int64)
+
+
+@triton.jit
+def _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO: tl.constexpr,
+              HI: tl.constexpr):
+    """The affine requant of y = x - mean: ((y factor) >> 1) (unit variance times 2^30 / sqrt(C)) * b + bias."""
+    cok = cols < C
+    core = (y * factor) >> 1
+    acc = core * tl.load(b_ptr + cols, mask=cok, other=0) + tl.load(bias_ptr + cols, mask=cok, other=0)
+    v = tl.minimum(tl.maximum(_requant(acc, tl.load(c_ptr + cols, mask=cok, other=1)), LO), HI)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=rok & cok)
+
+
+@triton.jit
+def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, stride_out, LO: tl.constexpr,
+                      HI: tl.constexpr, SBITS: tl.constexpr, VBITS: tl.constexpr, QBITS: tl.constexpr,
+                      ITERATIONS: tl.constexpr, MEAN_M: tl.constexpr, MEAN_SH: tl.constexpr, MEAN_K: tl.constexpr,
+                      ONE_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    # BLOCK_M rows per program. ONE_CHUNK (C <= BLOCK_C): x is loaded once and kept in registers; else the columns
+    # go in chunks of BLOCK_C: pass 1 sums, pass 2 the variance, pass 3 writes. Between them the per-row chain
+    # (mean multiply, Newton, reciprocal: ~230 dependent steps) runs once for all BLOCK_M rows.
+    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
+    rok = rows < M
+    if ONE_CHUNK:
+        cols = tl.arange(0, BLOCK_C)[None, :]
+        x = _ln_load(x_ptr, rows, rok, cols, C, stride_x)
+        mean = _ln_mean(tl.sum(x, 1)[:, None], C, SBITS, MEAN_M, MEAN_SH, MEAN_K)
+        y = tl.where(cols < C, x - mean, 0)
+        factor = _ln_factor(tl.sum(y * y, 1)[:, None], VBITS, QBITS, ITERATIONS)
+        _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO, HI)
+    else:
+        total = tl.zeros((BLOCK_M, 1), tl.int64)
+        for c0 in range(0, C, BLOCK_C):
+            total += tl.sum(_ln_load(x_ptr, rows, rok, c0 + tl.arange(0, BLOCK_C)[None, :], C, stride_x), 1)[:, None]
+        mean = _ln_mean(total, C, SBITS, MEAN_M, MEAN_SH, MEAN_K)
+        var = tl.zeros((BLOCK_M, 1), tl.int64)
+        for c0 in range(0, C, BLOCK_C):
+            cols = c0 + tl.arange(0, BLOCK_C)[None, :]
+            y = tl.where(cols < C, _ln_load(x_ptr, rows, rok, cols, C, stride_x) - mean, 0)
+            var += tl.sum(y * y, 1)[:, None]
+        factor = _ln_factor(var, VBITS, QBITS, ITERATIONS)
+        for c0 in range(0, C, BLOCK_C):
+            cols = c0 + tl.arange(0, BLOCK_C)[None, :]
+            y = _ln_load(x_ptr, rows, rok, cols, C, stride_x) - mean
+            _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO, HI)
 
 
 @triton.jit
@@ -311,7 +362,7 @@ def channel_dyadic(m: Dyadic, n: int, device) -> tuple[torch.Tensor, torch.Tenso
 # elementwise kernels: (values per program, warps); layernorm: (rows per program, column chunk, warps);
 # shiftmax: (values per program, warps), at least one whole row.
 # Defaults = the sweep's picks at BERT-base batch 32 x 128 (differences between options were 1-5%).
-TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (512, 8), "layernorm": (32, 64, 4),
+TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (512, 8), "layernorm": (16, 64, 2),
                                      "shiftmax": (512, 2)}
 
 
@@ -442,26 +493,55 @@ def shift_gelu(x: torch.Tensor, op, m: Dyadic, bits: int) -> torch.Tensor | None
     return out.reshape(x.shape)
 
 
+def ln_mean_magic(in_bits: int, c: int) -> tuple[int, int, int]:
+    """(M, SH, K) of _ln_mean's multiply for |x| <= 2^(in_bits-1), or (0, 0, 0) (long division) when the product
+    could leave int64. a = 2 total + C is in [C - C 2^in_bits, C + C 2^in_bits], so with K = 2^(in_bits-1) + 1,
+    a + 2C K is in [3C, amax = C (2^(in_bits+1) + 3)], floor((a + 2C K) / 2C) = floor(a / 2C) + K, and
+    divc_magic(2C, amax) is exact on [0, amax]."""
+    k, amax = (1 << (in_bits - 1)) + 1, c * ((2 << in_bits) + 3)
+    m, sh = divc_magic(2 * c, amax)
+    return (m, sh, k) if amax * m < 1 << 63 else (0, 0, 0)
+
+
+# rows per program shrink (halving) while a launch has fewer programs than the H100's 132 SMs (BERT-base batch 1:
+# 128 rows, one a program); the swept tile stays the upper bound (it measured best at 4096 rows = 256 programs).
+# A tile of at most LN_ONE_CHUNK values that holds whole rows loads x once (8-16 values a thread).
+LN_FILL_PROGRAMS, LN_ONE_CHUNK = 132, 4096
+
+
+def ln_tile(rows: int, c: int) -> tuple[int, int, int, bool]:
+    """(rows per program, column chunk, warps, one chunk) of the I-LayerNorm launch for rows x c."""
+    bm0, block, warps = TILES["layernorm"]
+    bm = bm0
+    while bm > 1 and triton.cdiv(rows, bm) < LN_FILL_PROGRAMS:
+        bm //= 2
+    full = triton.next_power_of_2(c)
+    if bm * full <= LN_ONE_CHUNK:
+        return bm, full, max(1, min(8, bm * full // 256)), True
+    return bm, min(full, max(block, bm0 * block // bm)), warps, False  # the swept tile's values
+
+
 def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int) -> torch.Tensor | None:
-    """I-LayerNorm ``ln`` (ops.LayerNormInt) of x (..., C) and its affine requantization (m, bias per channel)."""
+    """I-LayerNorm ``ln`` (ops.LayerNormInt) of x (..., C) and its affine requantization (m, bias per channel);
+    None (torch path) when the kernel's int64 bounds fail."""
     c = ln.channels
     bc = channel_dyadic(m, c, x.device)
     if bc is None or x.shape[-1] != c or bias.numel() != c:
         return None
+    if ln.iterations < 1:
+        raise ValueError(f"I-LayerNorm needs at least one Newton iteration, got {ln.iterations}")
+    vbits, qbits = newton_bits(ln.in_bits, c)
+    if max(16, vbits - 16) + max(qbits + 1, 32) > 63:  # k < 2^max(16, vbits-16): _quot_steps' b 2^(QBITS+1)
+        return None
     x2d = _rows(x)
     out = torch.empty(x2d.shape, dtype=out_dtype(bits), device=x.device)
     lo, hi = qrange(bits)
-    sbits = ln.in_bits + bits_for(c)
-    vbits, qbits = newton_bits(ln.in_bits, c)
     bias = bias.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous()
     rows = x2d.shape[0]
-    bm, block, warps = TILES["layernorm"]
-    block = min(block, triton.next_power_of_2(c))
-    if ln.iterations < 1:
-        raise ValueError(f"I-LayerNorm needs at least one Newton iteration, got {ln.iterations}")
+    bm, block, warps, one = ln_tile(rows, c)
     _layernorm_kernel[(triton.cdiv(rows, bm),)](x2d, bc[0], bc[1], bias, out, rows, c, x2d.stride(0), out.stride(0),
-                                                lo, hi, sbits, vbits, qbits, ln.iterations, bm, block,
-                                                num_warps=warps)
+                                                lo, hi, ln.in_bits + bits_for(c), vbits, qbits, ln.iterations,
+                                                *ln_mean_magic(ln.in_bits, c), one, bm, block, num_warps=warps)
     return out.reshape(x.shape)
 
 
