@@ -1,5 +1,6 @@
 """The small-M tensor-core kernel on the permuted weight copy (gemv.mma_w4_perm) against the plain-torch reference
 (interpreter on CPU, or GPU), and its hand-written PTX nibble decoder against the plain bit trick."""
+import itertools
 import re
 
 import numpy as np
@@ -102,8 +103,12 @@ def _run_ptx(asm: str, regs: dict[str, int]) -> dict[str, int]:
             regs[d] = v[0] & v[1]
         elif op == "xor.b32":
             regs[d] = v[0] ^ v[1]
+        elif op == "or.b32":
+            regs[d] = v[0] | v[1]
         elif op == "shr.b32":
             regs[d] = v[0] >> v[1]
+        elif op == "shl.b32":
+            regs[d] = (v[0] << v[1]) & 0xFFFFFFFF
         elif op in ("fma.rn.bf16x2", "fma.rn.f16x2"):
             dt = torch.bfloat16 if "bf16" in op else torch.float16
             h = [torch.tensor([x & 0xFFFF, x >> 16], dtype=torch.int32).to(torch.int16).view(dt).float() for x in v]
@@ -138,3 +143,31 @@ def test_nib8_ptx_decodes_nibbles_like_the_plain_trick(name):
             else:
                 want = q - torch.tensor([za[t], zb[t]])
             assert torch.equal(got.view(dt).float(), want.float()), (name, t)
+
+
+def test_fp4_fp8_ptx_decodes_nibbles_like_the_plain_trick():
+    """W4A8-FP: byte j of output t = _nib_mma's e4m3 code of nibble t of word j (magnitude at bits 2..4, sign at 7),
+    whose e4m3 value is the e2m1 value of the nibble times 2^-6, for all 16 codes in every position."""
+    from lowbit.formats.fp import FP4_E2M1_VALUES as e2m1
+    from lowbit.kernels import gemv
+
+    rng = np.random.default_rng(1)
+    words = [int(w) for w in rng.integers(0, 2**32, 4 * 200, dtype=np.uint64)]
+    words[:4] = [0x76543210, 0xFEDCBA98, 0x89ABCDEF, 0x01234567]  # every code at every nibble position
+    for i in range(0, len(words), 4):
+        out = _run_ptx(gemv.ASM_FP4_FP8.value, {f"${8 + j}": words[i + j] for j in range(4)})
+        for t, j in itertools.product(range(8), range(4)):
+            q = (words[i + j] >> 4 * t) & 0xF
+            code = (out[f"${t}"] >> 8 * j) & 0xFF
+            assert code == ((q & 7) << 2) | ((q & 8) << 4), (t, j, q)
+            val = torch.tensor([code], dtype=torch.uint8).view(torch.float8_e4m3fn).float().item()
+            assert val * 64 == e2m1[q], (t, j, q)
+
+
+def test_perm_mma_config_uses_the_measured_default_up_to_16_tokens():
+    from lowbit.kernels.gemv import PERM_MMA_MAX_M, perm_mma_config
+
+    assert all(perm_mma_config(m, 4096, 4096) == (32, 128, 4, 2, 1) for m in range(2, PERM_MMA_MAX_M + 1))
+    # above 16 tokens a (32, 128, 4, 2) step needs 280 KB of shared memory at BM = 64 (the H100 has 227 KB)
+    assert perm_mma_config(64, 4096, 4096)[:4] == (64, 64, 4, 2)
+    assert perm_mma_config(16, 4096, 4096, group=64)[1] <= 64  # BJ never above the group

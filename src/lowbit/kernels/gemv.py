@@ -369,7 +369,8 @@ def gemv_w4_perm(x: torch.Tensor, wp: torch.Tensor, sp: torch.Tensor, zp: torch.
 # Nibble t of a (BN, BJ) word tile is a (BN, BJ) slice of group t of the block: one conversion per weight, shared
 # by all BM token rows through tl.dot (mma), the group scale applied to the (BM, BN) partial product after the dot.
 
-PERM_MMA_MAX_M = 16  # not yet timed above 16 on the H100 (tune_perm_mma.py sweeps M = 32, 64 too)
+# H100, 4096 x 4096 W4A16: at M = 32 the best config ran 15.8 us against bf16's 14.7 (0.93x), so dispatch stops at 16
+PERM_MMA_MAX_M = 16
 
 
 def use_perm_mma(m: int) -> bool:
@@ -411,6 +412,28 @@ ASM_U4_F16 = tl.constexpr(_nib8_asm(0x64006400, 0x3C003C00, True))
 ASM_OUT = tl.constexpr("=r,=r,=r,=r,=r,=r,=r,=r,r,r")
 
 
+def _fp4_fp8_asm() -> str:
+    """PTX for W4A8-FP: four words ($8..$11) -> for t = 0..7 a register $t of four e4m3 bytes, byte j holding
+    nibble t of word j as _nib_mma's fp8 code (magnitude bits at 2..4, sign at 7: the value * 2^-6, exact through
+    e4m3's subnormals). Eight prmt transpose the words' bytes (R_i = byte i of each word); the low nibble of R_i
+    then costs two shifts and two masks for four weights, the high one a shift and two masks. sm_90 main loop
+    (--regs, triton 3.9, BN 32 x BJ 128, 4 warps): 122 warp-instructions per 1k weights and 101 registers, against
+    223 and 128 for LLVM's code from the same Triton ops (_nib_mma, still the interpreter's path)."""
+    lines = ["prmt.b32 p, $8, $9, 0x5140;", "prmt.b32 q, $10, $11, 0x5140;", "prmt.b32 r0, p, q, 0x5410;",
+             "prmt.b32 r1, p, q, 0x7632;", "prmt.b32 p, $8, $9, 0x7362;", "prmt.b32 q, $10, $11, 0x7362;",
+             "prmt.b32 r2, p, q, 0x5410;", "prmt.b32 r3, p, q, 0x7632;"]
+    for i in range(4):
+        lines.append(f"shl.b32 p, r{i}, 2; and.b32 p, p, 0x1c1c1c1c; shl.b32 q, r{i}, 4; and.b32 q, q, 0x80808080; "
+                     f"or.b32 ${2 * i}, p, q;")
+        lines.append(f"shr.b32 p, r{i}, 2; and.b32 p, p, 0x1c1c1c1c; and.b32 q, r{i}, 0x80808080; "
+                     f"or.b32 ${2 * i + 1}, p, q;")
+    return "{ .reg .b32 p, q, r0, r1, r2, r3; " + " ".join(lines) + " }"
+
+
+ASM_FP4_FP8 = tl.constexpr(_fp4_fp8_asm())
+ASM_OUT4 = tl.constexpr("=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r")
+
+
 @triton.jit
 def _zneg(zb, t: tl.constexpr, NEG: tl.constexpr):
     """(BN, 1) int32: the 16-bit float -(2^7 or 2^10 + zero point of group t), in the low half."""
@@ -420,7 +443,8 @@ def _zneg(zb, t: tl.constexpr, NEG: tl.constexpr):
 @triton.jit
 def _nib8(wv, z_ptr, stride_zn, rn, blk, W_KIND: tl.constexpr, DT: tl.constexpr):
     """The 8 nibbles of the int32 words wv (BN, BJ) of block blk as MMA values in DT (tuple of 8 tensors), as
-    _nib_mma computes them; uint4 loads the block's 8 zero points (one (BN,) vector per group)."""
+    _nib_mma computes them (int4: before its constant subtraction; fp4: fp8 codes, W4A8-FP only); uint4 loads
+    the block's 8 zero points (one (BN,) vector per group)."""
     NEG: tl.constexpr = 0xE400 if DT == tl.float16 else 0xC300  # sign and exponent bits of -(2^10 or 2^7)
     if W_KIND == 5:
         zb = z_ptr + rn * stride_zn + blk * 8  # (BN,) the block's 8 zero points
@@ -431,6 +455,8 @@ def _nib8(wv, z_ptr, stride_zn, rn, blk, W_KIND: tl.constexpr, DT: tl.constexpr)
             w8 = tl.inline_asm_elementwise(ASM_U4_F16, c, zs, (tl.float16,) * 8, is_pure=True, pack=2)
         else:
             w8 = tl.inline_asm_elementwise(ASM_U4_BF16, c, zs, (tl.bfloat16,) * 8, is_pure=True, pack=2)
+    elif W_KIND == 4:
+        w8 = tl.inline_asm_elementwise(ASM_FP4_FP8, ASM_OUT4, [wv], (tl.float8e4nv,) * 8, is_pure=True, pack=4)
     elif DT == tl.float16:
         w8 = tl.inline_asm_elementwise(ASM_I4_F16, ASM_OUT, [wv], (tl.float16,) * 8, is_pure=True, pack=2)
     else:
@@ -446,7 +472,8 @@ def _nib_mma(wv, t: tl.constexpr, zt, A_KIND: tl.constexpr, W_KIND: tl.constexpr
     spacing, so one 16-bit subtraction of that plus 8 (int4) or plus the zero point zt (uint4, the same bits
     built from z) leaves the code. fp4: _nib_val's fp16 bits (value * 2^-14), or for fp8 activations the 3
     magnitude bits at bit 2 of an e4m3 code (value * 2^-6, e4m3's subnormals give e2m1's m / 2); the caller
-    multiplies the result by 2^14 or 2^6. int8 (W4A8-INT): the signed nibble by two shifts, uint4 minus zt."""
+    multiplies the result by 2^14 or 2^6. int8 (W4A8-INT): the signed nibble by two shifts, uint4 minus zt.
+    On the GPU _nib8's PTX replaces this for 16-bit floats with int4 / uint4 and for fp8 with fp4."""
     if A_KIND == 1:
         if W_KIND == 3:
             v = ((wv << (28 - 4 * t)) >> 28).to(tl.int8)
@@ -495,7 +522,8 @@ def _perm_mma_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_
         DT: tl.constexpr = tl.int8
     else:
         DT: tl.constexpr = tl.float8e4nv
-    USE_ASM: tl.constexpr = ASM and A_KIND == 0 and W_KIND != 4
+    # PTX decoders: int4 / uint4 into 16-bit floats, fp4 into fp8 (fp4 into 16-bit floats: plain Triton ops)
+    USE_ASM: tl.constexpr = ASM and ((A_KIND == 0 and W_KIND != 4) or (A_KIND == 2 and W_KIND == 4))
     MAGIC: tl.constexpr = 0x6400 if DT == tl.float16 else 0x4300
     OFF3: tl.constexpr = 1032.0 if DT == tl.float16 else 136.0  # the magic value of int4 code 0 (q ^ 8 = 8)
     x_rows = x_ptr + offs_m[:, None].to(tl.int64) * stride_xm  # (BM, 1)
@@ -524,6 +552,8 @@ def _perm_mma_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_
             else:
                 zt = 0
             if USE_ASM and W_KIND == 5:
+                wt = w8[t]
+            elif USE_ASM and W_KIND == 4:
                 wt = w8[t]
             elif USE_ASM:
                 wt = w8[t] - zt
@@ -559,14 +589,31 @@ def _perm_mma_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_
                  acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+# H100 (benchmarks/tune_perm_mma.py --quick, triton 3.6, W4A16 int4 g128): the best config per (N, K) at
+# 2 <= M <= 16. 4096 x 4096: 9.6-9.7 us at M = 2..8, 10.0 us at M = 16 (1.60-1.70x bf16 cuBLAS) against
+# 10.2-10.4 us for the pre-measurement default (32, 64, 4, 2, 1); at M = 32 (64, 64, 4, 3, 1) was best, 0.93x bf16.
+PERM_MMA_TUNED = {(4096, 4096): (32, 128, 4, 2, 1)}
+
+
 def perm_mma_config(m: int, n: int, k: int, group: int = 128, sms: int = 132) -> tuple[int, int, int, int, int]:
     """(BN, BJ, num_warps, num_stages, split) of the small-M tensor-core kernel on the permuted copy.
 
-    Not yet timed on the H100 (benchmarks/tune_perm_mma.py sweeps it); chosen from the sm_90 SASS (--regs): a
-    32 x 64-word step on 4 warps (96 registers, 124 warp-instructions per 1k int4 weights in the main loop), for
-    N >= 8192 64 x 128 words on 8 warps (128 registers, 100 per 1k); K split until about 2 programs per SM with
-    at least 2 steps each."""
-    bn, bj, warps = (64, 128, 8) if n >= 8192 else (32, 64, 4)
+    BN: weight rows (output features) per program; BJ: words of each row per K step (BJ <= group; a step covers
+    BN x BJ x 8 weights, one nibble position per group of the block of 8); num_warps, num_stages: Triton's launch
+    options (stages = software-pipelined load depth); split: programs sharing K (split-K, the last one reduces).
+
+    Measured shapes (PERM_MMA_TUNED) up to PERM_MMA_MAX_M tokens; elsewhere, until timed, the pre-measurement
+    heuristic from the sm_90 SASS (--regs): a 32 x 64-word step on 4 warps (96 registers, 124 warp-instructions
+    per 1k int4 weights in the main loop), for N >= 8192 64 x 128 words on 8 warps (128 registers, 100 per 1k);
+    K split until about 2 programs per SM with at least 2 steps each. Above 16 tokens (a 32 or 64-row x tile per
+    stage) 64 x 64 words on 4 warps, 2 stages: 152 KB of shared memory at BM = 64 for sm_90, within the H100's 227 KB
+    ((32, 128, 4, 2) needs 280 KB there and failed to launch on the device)."""
+    if m <= PERM_MMA_MAX_M and (n, k) in PERM_MMA_TUNED and PERM_MMA_TUNED[n, k][1] <= group:
+        return PERM_MMA_TUNED[n, k]
+    if m > PERM_MMA_MAX_M:
+        bn, bj, warps = 64, 64, 4
+    else:
+        bn, bj, warps = (64, 128, 8) if n >= 8192 else (32, 64, 4)
     bj = min(bj, group)
     steps = -(-k // (8 * group)) * (group // bj)
     tiles = -(-n // bn)
