@@ -145,8 +145,12 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # attention (the fused kernel below): (BLOCK_M queries, BLOCK_N keys, warps, stages), not timed either; sm_90 at head
 # dim 64 with the mask: 64x64 / 4 warps 168 registers (int32 Shiftmax) and 216 (int64), no spills, wgmma; 64x128
 # spills 1.8 KB on the int64 path, 128x128 / 8 warps spills on both.
+# linear.large (M >= LARGE_M rows, e.g. BERT-base 32 x 384) has its own entry so that a sweep at such a size picks
+# its tile apart from the 32 x 128 picks (benchmarks/intonly_gpu.py --sweep-large).
 TILES: dict[str, tuple[int, ...]] = {"linear": (128, 128, 128, 8, 3), "linear.narrow": (128, 64, 128, 4, 4),
-                                     "linear.small": (32, 64, 128, 4, 3), "attention": (64, 64, 4, 2)}
+                                     "linear.small": (32, 64, 128, 4, 3), "linear.large": (128, 128, 128, 8, 3),
+                                     "attention": (64, 64, 4, 2)}
+LARGE_M = 8192
 
 
 def _family(m: int, n: int) -> str:
@@ -154,6 +158,8 @@ def _family(m: int, n: int) -> str:
     Q / K / V apart), where 128 x 128 tiles leave most of a 132-SM H100 idle in the last wave; 'linear' otherwise."""
     if m <= 256:
         return "linear.small"
+    if m >= LARGE_M:  # 'linear.large': many rows (BERT-base 32 x 384)
+        return "linear.large"
     return "linear.narrow" if n <= 1024 else "linear"
 
 
