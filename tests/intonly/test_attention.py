@@ -75,6 +75,19 @@ def test_saturated_scores_and_rows_without_a_kept_key():
         _check(q, k, v, dyadic(0.5, 31), soft, score_bits, mask, _ctx_multiplier(g, 64, True, 21))
 
 
+def test_negative_score_multiplier():
+    """b < 0 reverses the order of the requantized scores: the row maximum comes from the raw minimum (the launcher
+    no longer reads b back from the device, so the kernel handles both signs)."""
+    g = torch.Generator().manual_seed(11)
+    q, k, v = _heads(g, 2, 2, 37, 32, fused=True)
+    soft = IntSoftmax.build(0.05, "shift", 7)
+    mask = torch.ones(2, 1, 1, 37, dtype=torch.int64)
+    mask[1, ..., 20:] = 0
+    for mk in (None, mask):
+        ref = _check(q, k, v, dyadic(-2.0**-10, 31), soft, 16, mk, _ctx_multiplier(g, 64, True, 37))
+        assert ref.abs().max() > 0
+
+
 def test_fallbacks():
     from lowbit.kernels.intonly_gemm import attention
 
@@ -83,7 +96,6 @@ def test_fallbacks():
     soft, m = IntSoftmax.build(0.05, "shift", 7), dyadic(2.0**-10, 31)
     m_ctx = _ctx_multiplier(g, 1, False, 9)
     assert attention(q, k, v, m, soft, 16, None, m_ctx, 16) is None  # 16-bit context
-    assert attention(q, k, v, dyadic(-2.0**-10, 31), soft, 16, None, m_ctx, 8) is None  # negative multiplier
     assert attention(q[..., :24], k[..., :24], v[..., :24], m, soft, 16, None, m_ctx, 8) is None  # head dim 24
     rows = dyadic(torch.full((9, 1), 2.0**-6, dtype=torch.float64), 31)
     assert attention(q, k, v, m, soft, 16, None, rows, 8) is None  # a multiplier per token

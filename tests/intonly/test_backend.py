@@ -113,3 +113,28 @@ def test_to_moves_the_integer_constants(bert):
     # the anchor parameter, then weight codes, biases, multipliers, embedding codes; no float tensor
     assert {torch.int8, torch.int64} <= set(seen) and not any(d.is_floating_point for d in seen)
     assert torch.equal(im.integer_forward(INT, *args)[0], h)
+
+
+@needs_kernels
+def test_kernel_forward_reads_nothing_back_from_the_device(bert, monkeypatch):
+    """A CUDA graph cannot capture a host read of a device tensor (an int(b) in a launcher broke the H100 capture of
+    the whole forward once): after calibration, no lowbit code on the kernel backend's forward converts a tensor to a
+    Python number or bool. Checked on the CPU by failing any such conversion called from lowbit's own source."""
+    import sys
+
+    import lowbit
+
+    root = os.path.dirname(lowbit.__file__)
+    im, args = bert
+    for name in ("item", "tolist", "__int__", "__index__", "__bool__", "__float__"):
+        orig = getattr(torch.Tensor, name)
+
+        def guarded(self, *a, _orig=orig, _name=name, **kw):
+            caller = sys._getframe(1)
+            if caller.f_code.co_filename.startswith(root):
+                raise AssertionError(f"host read Tensor.{_name} at {caller.f_code.co_filename}:{caller.f_lineno}")
+            return _orig(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, guarded)
+    h_k, _ = im.integer_forward(im._backend("kernel"), *args)
+    monkeypatch.undo()
+    assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])

@@ -264,8 +264,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid (query blocks, heads, batch): no index division. Three sweeps over the keys, each recomputing the score
     # block on the tensor cores (64 MACs per score at head dim 64, against ~30 integer ops per score for the
-    # requant and exponential): 1) the row maximum of the raw INT32 scores (requant and clamp are nondecreasing
-    # for b >= 0, so the maximum of the requantized scores is the requantized maximum: no requant in this sweep),
+    # requant and exponential): 1) the row maximum and minimum of the raw INT32 scores (requant and clamp are
+    # monotone in z: nondecreasing for b >= 0, nonincreasing for b < 0, so the maximum of the requantized scores is
+    # the requantized raw maximum, or minimum when b < 0: no per-score requant in this sweep, and no host read of b),
     # 2) the exponentials' row total, 3) the probabilities and P·V. Scores and probabilities never reach memory.
     h, z = tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -275,14 +276,17 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
     k_ptr += z * skb + h * skh
     v_ptr += z * svb + h * svh
     mask_ptr += z * stride_mask
-    rq_b = tl.load(rq_ptr).to(tl.int32)  # 0 <= b < 2^31 (attention() checks): 64 x 32-bit products
+    rq_b = tl.load(rq_ptr).to(tl.int32)  # |b| < 2^31 (dyadic()): 64 x 32-bit products
     rq_c = tl.load(rq_ptr + 1)
     rn0 = tl.arange(0, BLOCK_N)
     # 1) the row maximum over the counted keys (the INT32 minimum where none counts: then every exponential is 0)
     raw = tl.full((BLOCK_M,), -0x7FFFFFFF - 1, tl.int32)
+    raw_lo = tl.full((BLOCK_M,), 0x7FFFFFFF, tl.int32)
     for n0 in range(0, T, BLOCK_N):
         s, valid = _score_block(q, k_ptr, mask_ptr, n0 + rn0, rd, T, skt, HAS_MASK)
         raw = tl.maximum(raw, tl.max(tl.where(valid, s, -0x7FFFFFFF - 1), 1))
+        raw_lo = tl.minimum(raw_lo, tl.min(tl.where(valid, s, 0x7FFFFFFF), 1))
+    raw = tl.where(rq_b >= 0, raw, raw_lo)
     mx = tl.minimum(tl.maximum(_requant(raw.to(tl.int64) * rq_b, rq_c), LO), HI)[:, None]
     # 2) the row total (an exact integer sum: the order of the blocks does not matter)
     total = tl.zeros((BLOCK_M, 1), tl.int64)
@@ -326,12 +330,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
 
     Returns:
         (B, T, H * d) int8 codes, or None outside the kernel (the caller composes the steps): d not a power of two
-        in 16..128, bits != 8, prob bits > 7, a negative or per-channel score multiplier, another mask shape.
+        in 16..128, bits != 8, prob bits > 7, a per-channel score multiplier, another mask shape. Nothing is read
+        back from the device (the launch stays CUDA-graph capturable).
     """
     b, h, t, d = q.shape
     bc = channel_dyadic(m_ctx, h * d, q.device)
     if bc is None or bits != 8 or op.out_bits > 7 or d not in (16, 32, 64, 128) or m_scores.b.numel() != 1 \
-            or int(m_scores.b) < 0 or k.shape != q.shape or v.shape != q.shape \
+            or k.shape != q.shape or v.shape != q.shape \
             or any(x.dtype != torch.int8 or x.stride(-1) != 1 for x in (q, k, v)) \
             or (mask is not None and tuple(mask.shape) != (b, 1, 1, t)):
         return None
