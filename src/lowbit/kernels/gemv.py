@@ -369,8 +369,11 @@ def gemv_w4_perm(x: torch.Tensor, wp: torch.Tensor, sp: torch.Tensor, zp: torch.
 # Nibble t of a (BN, BJ) word tile is a (BN, BJ) slice of group t of the block: one conversion per weight, shared
 # by all BM token rows through tl.dot (mma), the group scale applied to the (BM, BN) partial product after the dot.
 
-# H100, 4096 x 4096 W4A16: at M = 32 the best config ran 15.8 us against bf16's 14.7 (0.93x), so dispatch stops at 16
-PERM_MMA_MAX_M = 16
+# H100 (tune_perm_mma.py --quick, second run): at M = 32 the default config above 16 tokens (64, 64, 4, 2, split)
+# ran 1.22x / 1.39x / 1.40x bf16 for W4A16 at 4096², 11008x4096, 4096x11008 (qgemm: 0.55-0.61x) and W4A8-INT
+# 0.95-1.25x (qgemm 0.53-0.57x); at M = 64 both paths lose to bf16 (0.55x), so dispatch stops at 32
+PERM_MMA_MAX_M = 32
+PERM_MMA_TUNED_MAX_M = 16  # PERM_MMA_TUNED holds configs measured at 2..16 tokens
 
 
 def use_perm_mma(m: int) -> bool:
@@ -591,8 +594,10 @@ def _perm_mma_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_
 
 # H100 (benchmarks/tune_perm_mma.py --quick, triton 3.6, W4A16 int4 g128): the best config per (N, K) at
 # 2 <= M <= 16. 4096 x 4096: 9.6-9.7 us at M = 2..8, 10.0 us at M = 16 (1.60-1.70x bf16 cuBLAS) against
-# 10.2-10.4 us for the pre-measurement default (32, 64, 4, 2, 1); at M = 32 (64, 64, 4, 3, 1) was best, 0.93x bf16.
-PERM_MMA_TUNED = {(4096, 4096): (32, 128, 4, 2, 1)}
+# 10.2-10.4 us for the pre-measurement default (32, 64, 4, 2, 1). 11008 x 4096 (second run): 16.2-16.4 us at
+# M = 2..16 (2.14-2.19x) against 19.5-19.8 for the default; W4A8-INT there 20.5 us (1.69-1.72x) against 24.3-24.9.
+# 4096 x 11008: the default (32, 64, 4, 2, 4) was as fast as the best (18.3-18.6 us, 1.96-1.97x).
+PERM_MMA_TUNED = {(4096, 4096): (32, 128, 4, 2, 1), (11008, 4096): (32, 128, 4, 2, 1)}
 
 
 def perm_mma_config(m: int, n: int, k: int, group: int = 128, sms: int = 132) -> tuple[int, int, int, int, int]:
@@ -608,9 +613,9 @@ def perm_mma_config(m: int, n: int, k: int, group: int = 128, sms: int = 132) ->
     K split until about 2 programs per SM with at least 2 steps each. Above 16 tokens (a 32 or 64-row x tile per
     stage) 64 x 64 words on 4 warps, 2 stages: 152 KB of shared memory at BM = 64 for sm_90, within the H100's 227 KB
     ((32, 128, 4, 2) needs 280 KB there and failed to launch on the device)."""
-    if m <= PERM_MMA_MAX_M and (n, k) in PERM_MMA_TUNED and PERM_MMA_TUNED[n, k][1] <= group:
+    if m <= PERM_MMA_TUNED_MAX_M and (n, k) in PERM_MMA_TUNED and PERM_MMA_TUNED[n, k][1] <= group:
         return PERM_MMA_TUNED[n, k]
-    if m > PERM_MMA_MAX_M:
+    if m > PERM_MMA_TUNED_MAX_M:
         bn, bj, warps = 64, 64, 4
     else:
         bn, bj, warps = (64, 128, 8) if n >= 8192 else (32, 64, 4)
