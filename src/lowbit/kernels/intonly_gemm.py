@@ -137,19 +137,21 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
     tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-# Launch tiles of linear_rq: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) by family (see _family). Not yet timed on the
-# H100: benchmarks/intonly_gpu.py --sweep picks among its GEMM_SWEEP options. For sm_90 (benchmarks/gemm_regs.py) the
-# defaults compile to wgmma (IGMMA) without spills: 128x128x128 / 8 warps 176 registers (int8 out) and 125 (16-bit
-# out); 128x64x128 / 4 warps 194 with the residual term (128x128x128 with it spills 40 B, so N <= 1024 takes 128x64,
-# which also gives 2.9 waves instead of 1.45 on 132 SMs at N = 768, M = 4096); 32x64x128 58-86 (mma.sync).
-# attention (the fused kernel below): (BLOCK_M queries, BLOCK_N keys, warps, stages), not timed either; sm_90 at head
+# Launch tiles of linear_rq: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) by family (see _family); benchmarks/
+# intonly_gpu.py --sweep picks among its GEMM_SWEEP options on the device. For sm_90 (benchmarks/gemm_regs.py):
+# 128x128x128 / 8 warps 176 registers (int8 out) and 125 (16-bit out), wgmma (IGMMA); 128x64x128 / 4 warps 194 with
+# the residual term (128x128x128 with it spills 40 B); 32x64x128 58-86 (mma.sync).
+# attention (the fused kernel below): (BLOCK_M queries, BLOCK_N keys, warps, stages); sm_90 at head
 # dim 64 with the mask: 64x64 / 4 warps 168 registers (int32 Shiftmax) and 216 (int64), no spills, wgmma; 64x128
 # spills 1.8 KB on the int64 path, 128x128 / 8 warps spills on both.
 # linear.large (M >= LARGE_M rows, e.g. BERT-base 32 x 384) has its own entry so that a sweep at such a size picks
 # its tile apart from the 32 x 128 picks (benchmarks/intonly_gpu.py --sweep-large).
-TILES: dict[str, tuple[int, ...]] = {"linear": (128, 128, 128, 8, 3), "linear.narrow": (128, 64, 128, 4, 4),
-                                     "linear.small": (32, 64, 128, 4, 3), "linear.large": (128, 128, 128, 8, 3),
-                                     "attention": (64, 64, 4, 2)}
+# Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep --sweep-large 32x384, 2026-11-23): 64-row
+# tiles won for every family at BERT-base sizes (32 x 128 forward 3.78 vs 3.99 ms with 128 x 128 x 128 / 8 warps;
+# 32 x 384 12.99 vs 13.96 ms), the attention 64 queries x 32 keys (3.70 vs 3.72 ms for 64 x 64).
+TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (64, 64, 128, 4, 4),
+                                     "linear.small": (32, 128, 128, 4, 4), "linear.large": (64, 128, 128, 4, 4),
+                                     "attention": (64, 32, 4, 3)}
 LARGE_M = 8192
 
 
