@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import re
-import subprocess
-import tempfile
 from pathlib import Path
 
-import triton
-from triton.backends.compiler import GPUTarget
 
+from lowbit.bench.sass import compile_sm90 as compile_sm90_cubin
 from lowbit.kernels import intonly_gemm as G
 
 # (label, output pointer, LO, HI, TWO): the epilogues of the graph (bits 8 -> int8 out, 16 -> int32 out)
@@ -41,17 +37,8 @@ def compile_sm90(fn, consts: dict, ptrs: dict, warps: int, stages: int) -> dict:
         else:
             sig[n] = ptrs.get(n, "*i64" if n.endswith("_ptr") else "i32")
             attrs[(i,)] = [["tt.divisibility", 16]]
-    ck = triton.compile(triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=cx, attrs=attrs),
-                        target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(ck.asm["cubin"])
-        f.flush()
-        res = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-    usage = dict(re.findall(r"(REG|STACK):(\d+)", res))
-    return {"registers": int(usage["REG"]), "stack": int(usage["STACK"]), "shared": ck.metadata.shared,
-            "mma": sorted(set(re.findall(r"\b(\w*MMA\.[\w.]+)", sass)))}
+    c = compile_sm90_cubin(fn, sig, cx, attrs, warps, stages)
+    return {"registers": c.registers, "stack": c.stack, "shared": c.shared, "mma": c.mma()}
 
 
 def compile_linear(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: str, bits: int, two: bool) -> dict:

@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import re
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 import triton
-from triton.backends.compiler import GPUTarget
 
 import lowbit.kernels.intonly as K
+from lowbit.bench.sass import compile_sm90 as compile_sm90_cubin
 
 KERNELS = ("_rq_kernel", "_shiftmax_kernel", "_shift_gelu_kernel", "_layernorm_kernel", "_embed_kernel")
 PTR = {torch.int64: "*i64", torch.int32: "*i32", torch.int8: "*i8"}
@@ -79,17 +77,8 @@ def compile_sm90(name: str, args, num_warps: int, tiles: dict | None = None) -> 
             sig[n], consts[(i,)] = "constexpr", a
         else:
             sig[n] = PTR[a] if isinstance(a, torch.dtype) else "i32"
-    ck = triton.compile(triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts),
-                        target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(ck.asm["cubin"])
-        f.flush()
-        res = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-    usage = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", res))
-    return {"registers": int(usage["REG"]), "stack": int(usage["STACK"]),
-            "sass": len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", sass, re.M))}
+    c = compile_sm90_cubin(fn, sig, consts, num_warps=num_warps)
+    return {"registers": c.registers, "stack": c.stack, "sass": c.instructions()}
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import itertools
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,8 +44,6 @@ def compile_sm90(a_kind: int, w_kind: int, x_ty: str, bn: int, bj: int, warps: i
                  bm: int = 16, asm: bool = True) -> dict:
     """Registers, stack and main-loop SASS of _perm_mma_kernel for sm_90, with the divisibility-by-16 hints a real
     launch at 4096-wide shapes gets (without them the activation loads do not vectorize and are not pipelined)."""
-    from triton.backends.compiler import GPUTarget
-
     fn = gemv._perm_mma_kernel
     sig = {"x_ptr": x_ty, "sx_ptr": "*fp32", "w_ptr": "*i32", "sw_ptr": "*bf16", "z_ptr": "*u8", "bias_ptr": "*bf16",
            "out_ptr": "*bf16", "ws_ptr": "*fp32", "cnt_ptr": "*i32"}
@@ -57,17 +54,12 @@ def compile_sm90(a_kind: int, w_kind: int, x_ty: str, bn: int, bj: int, warps: i
     sig |= {c: "constexpr" for c in consts}
     div16 = {"N", "K", "KP", "stride_xm", "stride_wn", "stride_om"}
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if sig[a][0] == "*" or a in div16}
-    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(ck.asm["cubin"])
-        f.flush()
-        res = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-    usage = dict(re.findall(r"(REG|STACK):(\d+)", res))
+    from lowbit.bench.sass import compile_sm90 as compile_sm90_cubin
+
+    c = compile_sm90_cubin(fn, sig, consts, attrs, warps, stages)
+    sass = c.sass
     loop = _main_loop(sass)
-    return {"registers": int(usage["REG"]), "stack": int(usage["STACK"]), "smem": ck.metadata.shared,
+    return {"registers": c.registers, "stack": c.stack, "smem": c.shared,
             "loop": len(loop), "mma": sum("MMA" in line for line in loop),
             "per_1k_weights": 1000 * len(loop) * warps / (bn * bj * 8)}
 

@@ -6,24 +6,12 @@ the block, odd lengths); `pytest -m gpu` runs the same checks on CUDA. Without e
 import ast
 import inspect
 import math
-import os
 
 import pytest
 import torch
 
 from lowbit.intonly.dyadic import INT, dyadic, mantissa_bits
 from lowbit.intonly.ops import IntSoftmax, LayerNormInt, ShiftGELU
-
-
-@pytest.fixture(params=[pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.gpu)])
-def dev(request):
-    pytest.importorskip("triton")
-    if request.param == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    if request.param == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("kernel tests on the CPU need TRITON_INTERPRET=1")
-    torch.manual_seed(0)
-    return request.param
 
 
 def _ints(shape, bits, dev, dtype=torch.int32):

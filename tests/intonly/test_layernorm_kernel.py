@@ -6,24 +6,12 @@ alternating min / max codes, C not a power of two.
 CPU tests need TRITON_INTERPRET=1 (as tests/intonly/test_kernels.py); `pytest -m gpu` runs them on CUDA.
 """
 import math
-import os
 
 import pytest
 import torch
 
 from lowbit.intonly.dyadic import INT, mantissa_bits, qrange
 from lowbit.intonly.ops import LayerNormInt
-
-
-@pytest.fixture(params=[pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.gpu)])
-def dev(request):
-    pytest.importorskip("triton")
-    if request.param == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    if request.param == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("kernel tests on the CPU need TRITON_INTERPRET=1")
-    torch.manual_seed(0)
-    return request.param
 
 
 def _rows(n, c, bits, dev):

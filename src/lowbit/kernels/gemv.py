@@ -65,6 +65,28 @@ def _aq_values(v, AQ: tl.constexpr):
 
 
 @triton.jit
+def _split_k_sum(y, mask, ws_ptr, cnt_ptr, offs_m, offs_n, M, N, pid_n, pid_k, SPLIT,
+                 BM: tl.constexpr, BN: tl.constexpr):
+    """Split-K: each of SPLIT programs of an N-tile stores its (BM, BN) fp32 partial in the workspace; the last to
+    bump the tile's counter sums them and resets the counter for the next call. Returns (sum, is this program the
+    one that writes the output)."""
+    if SPLIT > 1:
+        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(wsp + pid_k * M * N, y, mask=mask)
+        tl.debug_barrier()  # every thread's partial is stored before the counter is bumped
+        tile = cnt_ptr + pid_n
+        last = tl.atomic_add(tile, 1, sem="acq_rel") == SPLIT - 1
+        if last:
+            y = tl.zeros((BM, BN), tl.float32)
+            for p in range(0, SPLIT):
+                y += tl.load(wsp + p * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(tile, 0)  # zero again for the next call
+    else:
+        last = pid_k == 0
+    return y, last
+
+
+@triton.jit
 def _gemv_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, SPLIT,
                  stride_xm, stride_wn, stride_sn, stride_zn, stride_om,
                  A_KIND: tl.constexpr, AQ: tl.constexpr, AQ_MAX: tl.constexpr, STATIC: tl.constexpr,
@@ -143,19 +165,7 @@ def _gemv_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_ptr,
     if W_KIND == 4:
         y = y * 16384.0  # _nib_val returns fp4 values times 2^-14
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    if SPLIT > 1:
-        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-        tl.store(wsp + pid_k * M * N, y, mask=mask)
-        tl.debug_barrier()  # every thread's partial is stored before the counter is bumped
-        tile = cnt_ptr + pid_n
-        last = tl.atomic_add(tile, 1, sem="acq_rel") == SPLIT - 1
-        if last:
-            y = tl.zeros((BM, BN), tl.float32)
-            for p in range(0, SPLIT):
-                y += tl.load(wsp + p * M * N, mask=mask, other=0.0, cache_modifier=".cg")
-            tl.atomic_xchg(tile, 0)  # zero again for the next call
-    else:
-        last = pid_k == 0
+    y, last = _split_k_sum(y, mask, ws_ptr, cnt_ptr, offs_m, offs_n, M, N, pid_n, pid_k, SPLIT, BM, BN)
     if last:
         if HAS_SX:
             y = y * tl.load(sx_ptr + rm)[:, None]
@@ -570,19 +580,7 @@ def _perm_mma_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_
     if W_KIND == 4:
         acc = acc * (64.0 if A_KIND == 2 else 16384.0)  # the fp4 codes above are value * 2^-6 / 2^-14
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    if SPLIT > 1:
-        wsp = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-        tl.store(wsp + pid_k * M * N, acc, mask=mask)
-        tl.debug_barrier()  # every thread's partial is stored before the counter is bumped
-        tile = cnt_ptr + pid_n
-        last = tl.atomic_add(tile, 1, sem="acq_rel") == SPLIT - 1
-        if last:
-            acc = tl.zeros((BM, BN), tl.float32)
-            for p in range(0, SPLIT):
-                acc += tl.load(wsp + p * M * N, mask=mask, other=0.0, cache_modifier=".cg")
-            tl.atomic_xchg(tile, 0)  # zero again for the next call
-    else:
-        last = pid_k == 0
+    acc, last = _split_k_sum(acc, mask, ws_ptr, cnt_ptr, offs_m, offs_n, M, N, pid_n, pid_k, SPLIT, BM, BN)
     if last:
         if HAS_SX:
             acc = acc * tl.load(sx_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]
