@@ -5,17 +5,22 @@
 
     PYTHONPATH=src .venv/bin/python benchmarks/gemm_regs.py            # the tiles of intonly_gemm.TILES
     PYTHONPATH=src .venv/bin/python benchmarks/gemm_regs.py --sweep    # every option intonly_gpu.py --sweep times
+    PYTHONPATH=src .venv/bin/python benchmarks/gemm_regs.py --sweep --only attention  # both attention variants
 
 Each tile is compiled for the three epilogues the graph launches: Q/K/V (one term, int8 out), FC1 (one term, 16-bit
 codes in int32) and O / FC2 (the residual sum, 16-bit). Integer arguments and pointers are marked divisible by 16,
 as the JIT specializes them at BERT's shapes (M = batch x tokens, N and K multiples of 768): without that the int8
 tile loads are not vectorized, every element keeps its own 64-bit address, and any tile reads 255 registers.
-The attention is compiled at head dim 64 with the key mask, for the int32 and the int64 Shiftmax paths.
+The attention is compiled at head dim 64 with the key mask, for the int32 and the int64 Shiftmax paths, the
+three-sweep kernel (``_attention_kernel``) and the one-pass one (``_onepass_attention_kernel``, at T_PAD 128 and 512);
+for each, the SASS a thread executes per score it owns at T_PAD keys, counted statically: the instructions outside
+the key loops once, those inside (bodies between a backward branch and its target) T_PAD / BLOCK_N times.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from pathlib import Path
 
 
@@ -38,7 +43,22 @@ def compile_sm90(fn, consts: dict, ptrs: dict, warps: int, stages: int) -> dict:
             sig[n] = ptrs.get(n, "*i64" if n.endswith("_ptr") else "i32")
             attrs[(i,)] = [["tt.divisibility", 16]]
     c = compile_sm90_cubin(fn, sig, cx, attrs, warps, stages)
-    return {"registers": c.registers, "stack": c.stack, "shared": c.shared, "mma": c.mma()}
+    return {"registers": c.registers, "stack": c.stack, "shared": c.shared, "mma": c.mma(),
+            "instructions": c.instructions(), "looped": looped(c.sass)}
+
+
+def looped(sass: str) -> int:
+    """SASS instructions inside loops: the union of [target, branch] over backward branches."""
+    body = set()
+    for at, to in re.findall(r"^\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?BRA(?:\.\w+)* 0x([0-9a-f]+)", sass, re.M):
+        if int(to, 16) < int(at, 16):
+            body.update(range(int(to, 16), int(at, 16) + 16, 16))
+    return len(body)
+
+
+def per_score(r: dict, block_m: int, block_n: int, warps: int, t_pad: int) -> float:
+    """SASS instructions a thread executes per score it owns, at t_pad keys (loops run t_pad / block_n times)."""
+    return (r["instructions"] - r["looped"] + r["looped"] * t_pad // block_n) / (block_m * t_pad / (32 * warps))
 
 
 def compile_linear(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: str, bits: int, two: bool) -> dict:
@@ -53,18 +73,19 @@ def compile_linear(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: 
 ATTENTION_PATHS = (("int32 Shiftmax", 0.05), ("int64 Shiftmax", 1e-5))
 
 
-def compile_attention(bm: int, bn: int, warps: int, stages: int, scale: float) -> dict:
+def compile_attention(bm: int, bn: int, warps: int, stages: int, scale: float, t_pad: int, one: bool) -> dict:
+    """The three-sweep kernel (bn keys a step), or with ``one`` the one-pass kernel (bm x t_pad scores held)."""
     from lowbit.intonly.ops import IntSoftmax
     from lowbit.kernels.intonly import shiftmax_i32
 
-    op, score_bits, t = IntSoftmax.build(scale, "shift", 7), 16, 384
-    e, fast = op.exp, shiftmax_i32(op, score_bits, t * 2)
+    op, score_bits = IntSoftmax.build(scale, "shift", 7), 16
+    e, fast = op.exp, shiftmax_i32(op, score_bits, t_pad)
     consts = dict(LO=-(1 << 15), HI=(1 << 15) - 1, X0=e.x0, N=e.n, EXP_ABITS=(-e.n * e.x0).bit_length(),
                   EXP_QBITS=e.n.bit_length(), OUT_BITS=7, DIV_ABITS=e.bound().bit_length() + 9, HAS_MASK=True,
-                  I32=fast is not None, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn)
+                  I32=fast is not None, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn, T_PAD=t_pad)
     consts |= dict(zip(("DIV_M", "DIV_SH", "RS", "RBITS"), fast or (1, 0, 0, 0)))
-    return compile_sm90(G._attention_kernel, consts, dict(q_ptr="*i8", k_ptr="*i8", v_ptr="*i8", out_ptr="*i8"),
-                        warps, stages)
+    kernel = G._onepass_attention_kernel if one else G._attention_kernel
+    return compile_sm90(kernel, consts, dict(q_ptr="*i8", k_ptr="*i8", v_ptr="*i8", out_ptr="*i8"), warps, stages)
 
 
 def configs(sweep: bool) -> list[tuple[str, tuple[int, ...]]]:
@@ -77,9 +98,27 @@ def configs(sweep: bool) -> list[tuple[str, tuple[int, ...]]]:
     return [(fam, opt) for fam, opts in bench.GEMM_SWEEP.items() for opt in opts]
 
 
-def report(label: str, tile: str, r: dict) -> None:
+def report(label: str, tile: str, r: dict, extra: str = "") -> None:
     print(f"{label:52s} {tile:30s} registers {r['registers']:3d}  stack {r['stack']:4d} B  "
-          f"shared {r['shared'] // 1024:3d} KiB  {','.join(r['mma'])}", flush=True)
+          f"shared {r['shared'] // 1024:3d} KiB  {','.join(r['mma'])}{extra}", flush=True)
+
+
+def report_attention(fam: str, tile: tuple[int, ...]) -> None:
+    """The three-sweep tile (BLOCK_M, BLOCK_N, warps, stages) at T_PAD 128 and 512, or the one-pass (VALUES, warps)
+    at each T_PAD where it runs (BLOCK_M = min(64, VALUES // T_PAD) >= 16, as the launcher picks)."""
+    for label, scale in ATTENTION_PATHS:
+        for t_pad in (128, 512):
+            if fam == "attention":
+                (bm, bn, warps, stages), name = tile, f"{tile[0]}x{tile[1]} warps {tile[2]} stages {tile[3]}"
+            else:
+                (bm, bn, warps, stages), name = (min(64, tile[0] // t_pad), t_pad, tile[1], 1), f"{tile} "
+                if bm < 16:
+                    continue
+                name += f"{bm}x{t_pad} warps {warps}"
+            r = compile_attention(bm, bn, warps, stages, scale, t_pad, fam != "attention")
+            report(f"{fam} {label} T_PAD {t_pad}", name, r,
+                   f"  SASS {r['instructions']} ({r['looped']} looped), "
+                   f"{per_score(r, bm, bn, warps, t_pad):.1f} a score")
 
 
 def main() -> None:
@@ -88,12 +127,9 @@ def main() -> None:
     ap.add_argument("--only", choices=("linear", "attention"), help="only the linears or only the attention")
     a = ap.parse_args()
     for fam, tile in configs(a.sweep):
-        if fam == "attention" and a.only != "linear":
-            bm, bn, warps, stages = tile
-            for label, scale in ATTENTION_PATHS:
-                report(f"{fam} {label}", f"{bm}x{bn} warps {warps} stages {stages}",
-                       compile_attention(bm, bn, warps, stages, scale))
-        elif fam != "attention" and a.only != "attention":
+        if fam.startswith("attention") and a.only != "linear":
+            report_attention(fam, tile)
+        elif not fam.startswith("attention") and a.only != "attention":
             bm, bn, bk, warps, stages = tile
             for label, out_ptr, bits, two in EPILOGUES:
                 report(f"{fam} {label}", f"{bm}x{bn}x{bk} warps {warps} stages {stages}",

@@ -221,7 +221,11 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
               "linear.large": [(128, 128, 128, 8, 3), (128, 128, 64, 8, 4), (128, 64, 128, 4, 4), (64, 128, 128, 4, 4),
                                (128, 256, 64, 8, 3)],
               # the fused attention: (BLOCK_M queries, BLOCK_N keys, warps, stages)
-              "attention": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)]}
+              "attention": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
+              # its one-pass kernel, after "attention" (swept with it off): (VALUES, warps), BLOCK_M = min(64,
+              # VALUES // T_PAD) query rows where >= 16 (at T_PAD 128 / 256 / 512: 2048 -> 16 / - / -, 4096 -> 32 /
+              # 16 / -, 8192 -> 64 / 32 / 16); (0, 4) = off, the three sweeps everywhere
+              "attention.one": [(0, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 4), (8192, 8)]}
 
 
 def sweep_tiles(im, x: dict, families=None) -> dict:

@@ -1,6 +1,7 @@
-"""The fused integer attention kernel (lowbit.kernels.intonly_gemm.attention) equals the composed steps of the torch
-integer backend, INT.attention (Q·Kᵀ, score requant, Shiftmax, P·V, context requant), bit for bit; and the whole
-tiny BERT / ViT run it on the kernel backend with the INT result (CPU under TRITON_INTERPRET=1)."""
+"""The fused integer attention kernels (lowbit.kernels.intonly_gemm.attention: the three-sweep one and the one-pass one)
+equal the composed steps of the torch integer backend, INT.attention (Q·Kᵀ, score requant, Shiftmax, P·V, context
+requant), bit for bit; and the whole tiny BERT / ViT run them on the kernel backend with the INT result (CPU under
+TRITON_INTERPRET=1)."""
 import os
 
 import pytest
@@ -11,6 +12,41 @@ from lowbit.intonly.ops import IntSoftmax
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
+
+
+# TILES["attention.one"] of the one-pass cases: BLOCK_M = 64 query rows up to T_PAD 128, 32 at 256, 16 at 512
+ONEPASS = (8192, 4)
+
+
+class _Launches:
+    """Records which attention kernel each launch ran."""
+    def __init__(self, monkeypatch):
+        from lowbit.kernels import intonly_gemm
+
+        self.names = []
+        for name in ("_attention_kernel", "_onepass_attention_kernel"):
+            monkeypatch.setattr(intonly_gemm, name, self._wrap(name, getattr(intonly_gemm, name)))
+
+    def _wrap(self, name, kernel):
+        names = self.names
+
+        class Launch:
+            def __getitem__(self, grid):
+                names.append(name)
+                return kernel[grid]
+        return Launch()
+
+
+@pytest.fixture(params=["sweeps", "onepass"])
+def variant(request, monkeypatch):
+    """Each case once with the three sweeps and once with the one-pass kernel (checked to have run)."""
+    from lowbit.kernels import intonly_gemm
+
+    monkeypatch.setitem(intonly_gemm.TILES, "attention.one", ONEPASS if request.param == "onepass" else (0, 4))
+    launches = _Launches(monkeypatch)
+    yield request.param
+    want = "_onepass_attention_kernel" if request.param == "onepass" else "_attention_kernel"
+    assert launches.names and set(launches.names) == {want}, launches.names
 
 
 def _heads(g, b, h, t, d, fused: bool):
@@ -44,7 +80,7 @@ SCALES = {"i32": (2.0**-10, 0.05), "i64": (2.0**-2, 1e-5), "saturated": (2.0**2,
 
 @pytest.mark.parametrize("b,h,t,d", [(1, 1, 1, 32), (2, 3, 5, 64), (1, 3, 37, 32), (2, 1, 130, 64)])
 @pytest.mark.parametrize("scale", list(SCALES))
-def test_attention_kernel_equals_the_composed_integer_steps(b, h, t, d, scale):
+def test_attention_kernel_equals_the_composed_integer_steps(b, h, t, d, scale, variant):
     from lowbit.kernels.intonly import shiftmax_i32
 
     g = torch.Generator().manual_seed(b * 1000 + h * 100 + t + d)
@@ -63,7 +99,7 @@ def test_attention_kernel_equals_the_composed_integer_steps(b, h, t, d, scale):
             assert ref.abs().max() > 0
 
 
-def test_saturated_scores_and_rows_without_a_kept_key():
+def test_saturated_scores_and_rows_without_a_kept_key(variant):
     """Scores past the score_bits range clamp before the Shiftmax; a batch whose keys are all masked gets the
     reference's (uniform 2^k - 1) probabilities."""
     g = torch.Generator().manual_seed(7)
@@ -75,7 +111,7 @@ def test_saturated_scores_and_rows_without_a_kept_key():
         _check(q, k, v, dyadic(0.5, 31), soft, score_bits, mask, _ctx_multiplier(g, 64, True, 21))
 
 
-def test_negative_score_multiplier():
+def test_negative_score_multiplier(variant):
     """b < 0 reverses the order of the requantized scores: the row maximum comes from the raw minimum (the launcher
     no longer reads b back from the device, so the kernel handles both signs)."""
     g = torch.Generator().manual_seed(11)
@@ -88,6 +124,23 @@ def test_negative_score_multiplier():
         assert ref.abs().max() > 0
 
 
+@pytest.mark.parametrize("scale", ["i32", "i64"])
+def test_onepass_kernel_at_500_keys(scale, monkeypatch):
+    """T_PAD 512 (16 query rows a program, 32 programs with a tail), a mask keeping 300 keys, both Shiftmax paths."""
+    from lowbit.kernels import intonly_gemm
+
+    monkeypatch.setitem(intonly_gemm.TILES, "attention.one", ONEPASS)
+    launches = _Launches(monkeypatch)
+    g = torch.Generator().manual_seed(500)
+    q, k, v = _heads(g, 1, 1, 500, 32, fused=False)
+    mask = torch.zeros(1, 1, 1, 500, dtype=torch.int64)
+    mask[..., 100:400] = 1
+    m_s, s_in = SCALES[scale]
+    soft = IntSoftmax.build(s_in, "shift", 7)
+    ref = _check(q, k, v, dyadic(m_s, 31), soft, 16, mask, _ctx_multiplier(g, 32, True, 500))
+    assert ref.abs().max() > 0 and launches.names == ["_onepass_attention_kernel"]
+
+
 def test_fallbacks():
     from lowbit.kernels.intonly_gemm import attention
 
@@ -97,12 +150,14 @@ def test_fallbacks():
     m_ctx = _ctx_multiplier(g, 1, False, 9)
     assert attention(q, k, v, m, soft, 16, None, m_ctx, 16) is None  # 16-bit context
     assert attention(q[..., :24], k[..., :24], v[..., :24], m, soft, 16, None, m_ctx, 8) is None  # head dim 24
+    assert attention(q[..., :16], k[..., :16], v[..., :16], m, soft, 16, None, m_ctx, 8) is None  # int8 dot K < 32
     rows = dyadic(torch.full((9, 1), 2.0**-6, dtype=torch.float64), 31)
     assert attention(q, k, v, m, soft, 16, None, rows, 8) is None  # a multiplier per token
 
 
-def _count_fused(monkeypatch) -> list:
-    """Patches the attention launcher to record each call whose kernel ran (not None)."""
+def _count_fused(monkeypatch, calls: list | None = None) -> list:
+    """Patches the attention launcher to record each call whose kernel ran (not None), and into ``calls`` its
+    arguments and output."""
     from lowbit.kernels import intonly_gemm
 
     ran, launch = [], intonly_gemm.attention
@@ -110,6 +165,8 @@ def _count_fused(monkeypatch) -> list:
     def count(*a, **kw):
         out = launch(*a, **kw)
         ran.append(out is not None)
+        if calls is not None:
+            calls.append((a, kw, out))
         return out
     monkeypatch.setattr(intonly_gemm, "attention", count)
     return ran
@@ -117,8 +174,10 @@ def _count_fused(monkeypatch) -> list:
 
 def test_tiny_bert_with_the_fused_attention_equals_int(monkeypatch):
     """Padding masks (rows of 5 and 30 keys among full ones), 37 tokens: kernel backend == INT, every layer's
-    attention through the fused kernel."""
+    attention through the fused three-sweep kernel; the one-pass kernel on every layer's inputs gives the same
+    context (so the same forward: a second kernel forward would double the test's 60 s)."""
     from lowbit.intonly.blocks import IntBertModel, IntConfig
+    from lowbit.kernels import intonly_gemm
     from tiny_models import tiny_bert
 
     g = torch.Generator().manual_seed(0)
@@ -129,11 +188,18 @@ def test_tiny_bert_with_the_fused_attention_equals_int(monkeypatch):
     mask[2, 30:] = 0
     im = IntBertModel(tiny_bert(), IntConfig(smooth="auto", score_bits=16)).calibrate(calib)
     args = (ids, mask, torch.zeros_like(ids))
-    ran = _count_fused(monkeypatch)
+    monkeypatch.setitem(intonly_gemm.TILES, "attention.one", (0, 4))
+    launch, calls = intonly_gemm.attention, []
+    ran = _count_fused(monkeypatch, calls)
     h_k, s_k = im.integer_forward(im._backend("kernel"), *args)
     h_int, s_int = im.integer_forward(INT, *args)
     assert s_k == s_int and torch.equal(h_k.long(), h_int)
     assert ran == [True] * im.layers
+    monkeypatch.setitem(intonly_gemm.TILES, "attention.one", ONEPASS)
+    launches = _Launches(monkeypatch)
+    for a, kw, out in calls:
+        assert torch.equal(launch(*a, **kw), out)
+    assert launches.names == ["_onepass_attention_kernel"] * im.layers
 
 
 def test_tiny_vit_with_the_fused_attention_equals_int(monkeypatch):

@@ -144,6 +144,12 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # attention (the fused kernel below): (BLOCK_M queries, BLOCK_N keys, warps, stages); sm_90 at head
 # dim 64 with the mask: 64x64 / 4 warps 168 registers (int32 Shiftmax) and 216 (int64), no spills, wgmma; 64x128
 # spills 1.8 KB on the int64 path, 128x128 / 8 warps spills on both.
+# attention.one: (VALUES, warps) of the one-pass kernel, used where BLOCK_M = min(64, VALUES // T_PAD) >= 16 (T_PAD
+# = keys rounded up to a power of two): it holds BLOCK_M x T_PAD scores, VALUES / (32 warps) a thread whatever T;
+# 0 = always the three sweeps. Off until an H100 sweep times it (GEMM_SWEEP["attention.one"]). sm_90, head dim 64,
+# int32 Shiftmax, SASS a thread executes per score (benchmarks/gemm_regs.py --sweep --only attention): three sweeps
+# 64x32 121 at T_PAD 128 / 108 at 512 (128 registers); one pass (4096, 4) 32x128 87 (86 registers), (8192, 4) 64x128
+# 73 (230) and 16x512 81 (174), (8192, 8) 16x512 88 (122); no spills. On the int64 path (8192, 4) spills 0.6-1 KB.
 # linear.large (M >= LARGE_M rows, e.g. BERT-base 32 x 384) has its own entry so that a sweep at such a size picks
 # its tile apart from the 32 x 128 picks (benchmarks/intonly_gpu.py --sweep-large).
 # Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep --sweep-large 32x384, 2026-11-23): 64-row
@@ -151,7 +157,7 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # 32 x 384 12.99 vs 13.96 ms), the attention 64 queries x 32 keys (3.70 vs 3.72 ms for 64 x 64).
 TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (64, 64, 128, 4, 4),
                                      "linear.small": (32, 128, 128, 4, 4), "linear.large": (64, 128, 128, 4, 4),
-                                     "attention": (64, 32, 4, 3)}
+                                     "attention": (64, 32, 4, 3), "attention.one": (0, 4)}
 LARGE_M = 8192
 
 
@@ -243,17 +249,51 @@ def _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
-def _exp_block(s, valid, mx, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
-               EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
-               DIV_SH: tl.constexpr):
-    """Scores requantized to score_bits and clamped (IntEncoder._rq), minus the row maximum mx, through the shift
-    exponential (intonly._shiftmax_kernel's two paths); 0 for keys that do not count."""
-    x = tl.minimum(tl.maximum(_requant(s.to(tl.int64) * rq_b, rq_c), LO), HI)
+def _rq_scores(s, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr):
+    """INT32 scores requantized to score_bits and clamped (IntEncoder._rq), int64."""
+    return tl.minimum(tl.maximum(_requant(s.to(tl.int64) * rq_b, rq_c), LO), HI)
+
+
+@triton.jit
+def _exp_of(x, valid, mx, X0: tl.constexpr, N: tl.constexpr, EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr,
+            I32: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr):
+    """Requantized scores x minus the row maximum mx through the shift exponential (intonly._shiftmax_kernel's two
+    paths); 0 for keys that do not count."""
     if I32:  # int32 (one return: the compiler wants a single return type)
         e = tl.where(valid, _shift_exp_i32(tl.minimum(x.to(tl.int32) - mx.to(tl.int32), 0), X0, N, DIV_M, DIV_SH), 0)
     else:  # int64
         e = tl.where(valid, _shift_exp(tl.where(valid, x - mx, 0), X0, N, EXP_ABITS, EXP_QBITS), 0)
     return e
+
+
+@triton.jit
+def _exp_block(s, valid, mx, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
+               EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
+               DIV_SH: tl.constexpr):
+    """The exponentials of a block of INT32 scores s (_rq_scores, then _exp_of)."""
+    return _exp_of(_rq_scores(s, rq_b, rq_c, LO, HI), valid, mx, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
+
+
+@triton.jit
+def _probs(e, total, r, OUT_BITS: tl.constexpr, DIV_ABITS: tl.constexpr, RS: tl.constexpr, I32: tl.constexpr):
+    """int8 probabilities round(e 2^OUT_BITS / total) of a row's exponentials e (r: the row's reciprocal on the
+    int32 path). Uncounted keys of a row with a counted one get 0 from the formula, a row without one 2^k - 1
+    everywhere (as the reference); keys past T meet zero value rows."""
+    if I32:
+        p = _ratio_i32(e, total, r, OUT_BITS, RS)
+    else:  # round(e 2^k / total)
+        p = _floordiv((e << (OUT_BITS + 1)) + total, 2 * total, DIV_ABITS, OUT_BITS + 1)
+    return tl.minimum(p, (1 << OUT_BITS) - 1).to(tl.int8)
+
+
+@triton.jit
+def _store_context(acc, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, sob, sot, HEAD_D: tl.constexpr):
+    """The context acc (BLOCK_M, HEAD_D) requantized to the O linear's int8 input (channel h * HEAD_D + d), stored
+    (B, T, H * HEAD_D)."""
+    ch = h * HEAD_D + rd[None, :]
+    v = _requant(acc.to(tl.int64) * tl.load(b_ptr + ch).to(tl.int32), tl.load(c_ptr + ch))
+    v = tl.minimum(tl.maximum(v, -128), 127)
+    tl.store(out_ptr + z * sob + rm.to(tl.int64)[:, None] * sot + ch, v.to(tl.int8), mask=rm[:, None] < T)
 
 
 @triton.jit
@@ -296,7 +336,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
         s, valid = _score_block(q, k_ptr, mask_ptr, n0 + rn0, rd, T, skt, HAS_MASK)
         e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
         total += tl.sum(e.to(tl.int64), 1)[:, None]
-    if I32:  # one reciprocal per row (intonly._round_ratio)
+    r = total  # one reciprocal per row on the int32 path (intonly._round_ratio); unused on the int64 one
+    if I32:
         r = _floordiv(tl.full((BLOCK_M, 1), 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
     # 3) probabilities (scale 2^-OUT_BITS) and their product with the values
     acc = tl.zeros((BLOCK_M, HEAD_D), tl.int32)
@@ -304,20 +345,48 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
         rn = n0 + rn0
         s, valid = _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK)
         e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
-        if I32:
-            p = _ratio_i32(e, total, r, OUT_BITS, RS)
-        else:  # round(e 2^k / total)
-            p = _floordiv((e << (OUT_BITS + 1)) + total, 2 * total, DIV_ABITS, OUT_BITS + 1)
-        # uncounted keys of a row with a counted one get 0 from the formula, a row without one 2^k - 1 everywhere
-        # (as the reference); keys past T meet zero value rows
-        p = tl.minimum(p, (1 << OUT_BITS) - 1).to(tl.int8)
+        p = _probs(e, total, r, OUT_BITS, DIV_ABITS, RS, I32)
         vb = tl.load(v_ptr + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T, other=0)
         acc = tl.dot(p, vb, acc, out_dtype=tl.int32)
-    # the context requantized to the O linear's int8 input (channel h * HEAD_D + d), stored (B, T, H * HEAD_D)
-    ch = h * HEAD_D + rd[None, :]
-    v = _requant(acc.to(tl.int64) * tl.load(b_ptr + ch).to(tl.int32), tl.load(c_ptr + ch))
-    v = tl.minimum(tl.maximum(v, -128), 127)
-    tl.store(out_ptr + z * sob + rm.to(tl.int64)[:, None] * sot + ch, v.to(tl.int8), mask=rm[:, None] < T)
+    _store_context(acc, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, sob, sot, HEAD_D)
+
+
+@triton.jit
+def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_ptr, T,
+                              sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, stride_mask, sob, sot,
+                              LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
+                              EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, OUT_BITS: tl.constexpr,
+                              DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr,
+                              DIV_M: tl.constexpr, DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr,
+                              HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, T_PAD: tl.constexpr):
+    # _attention_kernel for rows whose T_PAD keys fit in registers: the scores of the query block against all keys
+    # from one tl.dot, requantized and exponentiated once and held (int32 on the int32 path) for the total and the
+    # probabilities, then one P·V. The three sweeps recompute q·kᵀ three times and the requant + exponential twice.
+    # The row maximum is taken from the requantized scores (one reduction, no sign case for b).
+    h, z = tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rd = tl.arange(0, HEAD_D)
+    rn = tl.arange(0, T_PAD)
+    q = tl.load(q_ptr + z * sqb + h * sqh + rm.to(tl.int64)[:, None] * sqt + rd[None, :], mask=rm[:, None] < T,
+                other=0)  # (BLOCK_M, HEAD_D) int8
+    rq_b = tl.load(rq_ptr).to(tl.int32)
+    rq_c = tl.load(rq_ptr + 1)
+    s, valid = _score_block(q, k_ptr + z * skb + h * skh, mask_ptr + z * stride_mask, rn, rd, T, skt,
+                            HAS_MASK)  # (BLOCK_M, T_PAD) INT32
+    x = _rq_scores(s, rq_b, rq_c, LO, HI)
+    if I32:  # score_bits <= 30 (shiftmax_i32)
+        x = x.to(tl.int32)
+    mx = tl.max(tl.where(valid, x, LO), 1)[:, None]  # any value where no key counts: every exponential is 0 then
+    e = _exp_of(x, valid, mx, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
+    total = tl.sum(e.to(tl.int64), 1)[:, None]
+    r = total  # the row's reciprocal on the int32 path, as in _attention_kernel
+    if I32:
+        r = _floordiv(tl.full((BLOCK_M, 1), 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
+    p = _probs(e, total, r, OUT_BITS, DIV_ABITS, RS, I32)
+    vb = tl.load(v_ptr + z * svb + h * svh + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T,
+                 other=0)  # (T_PAD, HEAD_D) int8
+    acc = tl.dot(p, vb, out_dtype=tl.int32)
+    _store_context(acc, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, sob, sot, HEAD_D)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadic, op, score_bits: int,
@@ -332,12 +401,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
 
     Returns:
         (B, T, H * d) int8 codes, or None outside the kernel (the caller composes the steps): d not a power of two
-        in 16..128, bits != 8, prob bits > 7, a per-channel score multiplier, another mask shape. Nothing is read
-        back from the device (the launch stays CUDA-graph capturable).
+        in 32..128 (sm_90's int8 tl.dot wants K >= 32: d = 16 did not compile), bits != 8, prob bits > 7, a
+        per-channel score multiplier, another mask shape. Nothing is read back from the device (the launch stays
+        CUDA-graph capturable).
     """
     b, h, t, d = q.shape
     bc = channel_dyadic(m_ctx, h * d, q.device)
-    if bc is None or bits != 8 or op.out_bits > 7 or d not in (16, 32, 64, 128) or m_scores.b.numel() != 1 \
+    if bc is None or bits != 8 or op.out_bits > 7 or d not in (32, 64, 128) or m_scores.b.numel() != 1 \
             or k.shape != q.shape or v.shape != q.shape \
             or any(x.dtype != torch.int8 or x.stride(-1) != 1 for x in (q, k, v)) \
             or (mask is not None and tuple(mask.shape) != (b, 1, 1, t)):
@@ -347,11 +417,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
     out = torch.empty((b, t, h * d), dtype=torch.int8, device=q.device)
     e = op.exp
     lo, hi = qrange(score_bits)
-    fast = shiftmax_i32(op, score_bits, max(16, triton.next_power_of_2(t)))
-    bm, bn, warps, stages = TILES["attention"]
-    _attention_kernel[(triton.cdiv(t, bm), h, b)](
-        q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-        k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1), lo, hi,
-        e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, bits_for(e.bound()) + op.out_bits + 2,
-        mask is not None, fast is not None, *(fast or (1, 0, 0, 0)), d, bm, bn, num_warps=warps, num_stages=stages)
+    t_pad = max(32, triton.next_power_of_2(t))  # int8 tl.dot wants K >= 32 on sm_90 (P·V over T_PAD keys)
+    fast = shiftmax_i32(op, score_bits, t_pad)
+    values, one_warps = TILES["attention.one"]
+    one_m = min(64, values // t_pad)  # query rows of the one-pass kernel: BLOCK_M x T_PAD scores held
+    args = (q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
+            k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1), lo, hi,
+            e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, bits_for(e.bound()) + op.out_bits + 2,
+            mask is not None, fast is not None, *(fast or (1, 0, 0, 0)), d)
+    if one_m >= 16:  # tl.dot wants 16 rows at least
+        _onepass_attention_kernel[(triton.cdiv(t, one_m), h, b)](*args, one_m, t_pad, num_warps=one_warps,
+                                                                 num_stages=1)
+    else:
+        bm, bn, warps, stages = TILES["attention"]
+        _attention_kernel[(triton.cdiv(t, bm), h, b)](*args, bm, bn, num_warps=warps, num_stages=stages)
     return out
