@@ -18,6 +18,12 @@ first LayerNorm's input moved by one rounding step (fp32: x (1 ± 2^-11); --fp16
 prints the per-token cosine of the two runs after each layer (and of the quantized graph against the float one):
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/encoder_h100.py bert-base 4 100 --sensitivity [--fp16]
+
+Offline (no GPU): sm_90 registers, spills and SASS of the engine's GEMM (fused._gemm_kernel) per output tile at
+M = batch x seq of the model's FC1 and FC2, for the W4A4 A layouts (packed codes as before, held int8 codes now)
+and the per-channel option, with the tiles `qgemm.choose_config` picks:
+
+    PYTHONPATH=src python benchmarks/encoder_h100.py bert-base 128 128 --regs --only-check
 """
 import argparse
 import json
@@ -145,6 +151,46 @@ def sensitivity(name: str = "bert-base", b: int = 4, s: int = 100, dtype=torch.f
     return result
 
 
+# (label, A_KIND, GEMM weight kind, MODE, GROUP): the engine's W4A4 GEMM at prefill M (weights unpacked at build)
+REGS_VARIANTS = (("w4a4-int, packed A (before)", 3, 1, 1, 128), ("w4a4-int, held int8 A (now)", 1, 1, 1, 128),
+                 ("w4a4-int-channel, held A (= w8a8)", 1, 1, 0, 0))
+
+
+def regs(name: str, b: int, s: int) -> list[dict]:
+    """sm_90 compile of the engine GEMM for FC1 (GELU) and FC2 (residual) of `name` at M = b * s (printed)."""
+    import re
+    from collections import Counter
+
+    from lowbit.bench.sass import compile_sm90
+    from lowbit.engine import fused
+    from lowbit.kernels.qgemm import choose_config
+
+    cfg_m = SHAPES[name]
+    h, f, m = cfg_m["hidden_size"], cfg_m["intermediate_size"], b * s
+    fn, rows = fused._gemm_kernel, []
+    for gemm, n, k, gelu in (("fc1", f, h, True), ("fc2", h, f, False)):
+        for label, a_kind, w_kind, mode, group in REGS_VARIANTS:
+            c = choose_config(m, n, k, a_kind, w_kind, mode, group)
+            cx = dict(A_KIND=a_kind, W_KIND=w_kind, MODE=mode, GROUP=group, HAS_BIAS=True, GELU=gelu,
+                      HAS_RES=not gelu, EVEN_K=k % c.bk == 0, BM=c.bm, BN=c.bn, BK=c.bk, GROUP_M=c.group_m)
+            ptrs = dict(a_ptr="*u8" if a_kind == 3 else "*i8", w_ptr="*i8", sa_ptr="*fp32", sw_ptr="*fp32",
+                        aux_ptr="*fp32", bias_ptr="*fp16", res_ptr="*fp16", out_ptr="*fp16")
+            sig, consts, attrs = {}, {}, {}
+            for i, (arg, prm) in enumerate(zip(fn.arg_names, fn.params)):
+                if prm.is_constexpr:
+                    sig[arg], consts[(i,)] = "constexpr", cx[arg]
+                else:
+                    sig[arg], attrs[(i,)] = ptrs.get(arg, "i32"), [["tt.divisibility", 16]]
+            cub = compile_sm90(fn, sig, consts, attrs, c.num_warps, c.num_stages)
+            ops = Counter(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", cub.sass, re.M))
+            r = dict(gemm=f"{gemm} {m}x{n}x{k}", variant=label, tile=f"{c.bm}x{c.bn}x{c.bk}/{c.num_warps}w/"
+                     f"{c.num_stages}s", registers=cub.registers, stack=cub.stack, shared=cub.shared,
+                     sass=cub.instructions(), **{op: ops[op] for op in ("PRMT", "LOP3", "SHF", "I2FP", "FFMA")})
+            rows.append(r)
+            print("  ".join(f"{k_}={v}" for k_, v in r.items()), flush=True)
+    return rows
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="bert-base, bert-large, a local/packaged encoder, or tiny (CPU checks)")
@@ -158,6 +204,7 @@ def parse_args(argv=None):
     p.add_argument("--cpu", action="store_true", help="--check-layers on the CPU (needs TRITON_INTERPRET=1)")
     p.add_argument("--schemes", type=lambda v: v.split(","), default=list(CHECK_SCHEMES),
                    help="--check-layers / --sensitivity schemes (default %(default)s)")
+    p.add_argument("--regs", action="store_true", help="offline sm_90 registers / SASS of the engine GEMM")
     p.add_argument("--only-check", action="store_true", help="skip the timing")
     p.add_argument("--no-stages", action="store_true", help="timing without the per-stage breakdown")
     return p.parse_args(argv)
@@ -169,7 +216,8 @@ def main() -> None:
     for flag, run in [("check", check),
                       ("check_layers", lambda: check_layers(name, b0, s0, "cpu" if a.cpu else "cuda", a.schemes)),
                       ("sensitivity", lambda: sensitivity(name, b0, s0, torch.float16 if a.fp16 else torch.float32,
-                                                       frac=a.frac, schemes=a.schemes))]:
+                                                       frac=a.frac, schemes=a.schemes)),
+                      ("regs", lambda: regs(name, b0, s0))]:
         if getattr(a, flag):
             t = time.time()
             run()

@@ -123,3 +123,51 @@ def test_errors(bert):
         Engine.from_float(bert, device="cpu").embed(["text"])
     with pytest.raises(ValueError, match="backend"):
         Engine.from_float(bert, device="cpu", backend="fast")
+
+
+@pytest.mark.parametrize("seq", [9, 3])  # buckets (2, 16): 32 tokens, unpacked weights; (1, 16): 16, packed
+def test_w4a4_engine_codes_are_int8_held_int4(interp, bert, seq):
+    """Every code-producing stage of the W4A4 kernel graph writes int4 codes as int8 (M, K) bytes -8..7 (no
+    packing) with the reference's codes; each GEMM on them equals the GEMM on the same codes packed (the
+    QuantLinear layout) exactly and the reference GEMM within float32 summation order."""
+    from lowbit.engine import compare, fused
+    from lowbit.formats import pack_nibbles
+
+    q = lowbit.quantize(copy.deepcopy(bert), "w4a4-int", progress=False)
+    kern = Engine.from_quantized(q, device="cpu", backend="kernels")
+    ref = Engine.from_quantized(q, device="cpu", backend="reference")
+    b = 2 if seq == 9 else 1
+    ids, mask = torch.randint(4, TINY["vocab"], (b, seq)), torch.ones(b, seq, dtype=torch.long)
+    mask[-1, 2:] = 0
+    x = compare.prepare(kern, ids, mask)
+    att = kern._mask(x.mask, *x.ids.shape, x.padded)
+    h, a, sa = compare.layer_states(ref, x)[0]
+    taps, taps_r = {}, {}
+    ref._layer_forward(0, h, a, sa, att, *x.ids.shape, tap=lambda n, v: taps_r.setdefault(n, v))
+    kern._layer_forward(0, h, a, sa, att, *x.ids.shape, tap=lambda n, v: taps.setdefault(n, v))
+    L = kern.layers[0]
+    for stage, nxt in [("o_in", L.o), ("ln1", L.fc1), ("fc2_in", L.fc2), ("ln2", kern.layers[1].qkv)]:
+        c, s = taps[stage][-2:]
+        assert c.dtype == torch.int8 and c.shape == (x.ids.numel(), nxt.wt.k), stage
+        assert int(c.min()) >= -8 and int(c.max()) <= 7, stage
+        cr = taps_r[stage][-2]
+        assert (c != cr).float().mean() < 0.01, stage  # fp32: a code may move at an exact rounding tie
+        y = fused.gemm(c, s, nxt.wt, torch.float32)
+        assert torch.equal(y, fused.gemm(pack_nibbles(c), s, nxt.wt, torch.float32)), stage
+        yr = fused.gemm_ref(c, s, "int4", nxt.qt, nxt.bias, torch.float32)
+        assert ((y - yr).abs() / (yr.abs().amax(1, keepdim=True) + 1)).max() < 1e-5, stage
+
+
+def test_w4a4_channel_option(interp, bert):
+    """The per-channel W4A4 option: reference graph == un-fused model, kernel graph == both (as the presets)."""
+    from lowbit.engine import W4A4_INT_CHANNEL
+
+    q = lowbit.quantize(copy.deepcopy(bert), W4A4_INT_CHANNEL, progress=False)
+    assert {m.weight_spec.granularity for m in q.modules() if hasattr(m, "weight_spec")} == {"channel"}
+    b = _batch()
+    _assert_rounding(Engine.from_quantized(q, device="cpu").hidden_states(b)[0], _hf_hidden(q, b),
+                     b["attention_mask"])
+    ids = torch.randint(4, TINY["vocab"], (2, 9))
+    b = {"input_ids": ids, "attention_mask": torch.tensor([[1] * 9, [1] * 5 + [0] * 4])}
+    h = Engine.from_quantized(q, device="cpu", backend="kernels").hidden_states(b)[0]
+    _assert_rounding(h, _hf_hidden(q, b), b["attention_mask"])

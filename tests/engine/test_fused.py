@@ -5,6 +5,7 @@ from torch import nn
 
 from lowbit.engine import fused
 from lowbit.engine.engine import kernel_weights
+from lowbit.kernels import _tl
 from lowbit.nn.qlinear import QuantLinear
 from lowbit.scheme import PRESETS
 
@@ -89,3 +90,50 @@ def test_gemm_rejects_mismatched_residual(interp):
     a, sa = reference.quantize_act(torch.randn(4, 64), "int8")
     with pytest.raises(ValueError, match="residual"):
         fused.gemm(a, sa, wt, torch.float32, residual=torch.zeros(4, 31))
+
+
+@pytest.mark.parametrize("scheme,k", [("w4a4-int", 256), ("w4a4-fp4", 256), ("w4a4-int-channel", 96)])
+@pytest.mark.parametrize("m", [1, 37])  # 1: packed 4-bit weights in the GEMM; 37 >= UNPACK_M: unpacked 8-bit codes
+def test_gemm_on_held_codes_equals_packed(interp, scheme, k, m):
+    """The engine's layout (4-bit codes held one per byte as 8-bit codes) runs the 8-bit A path and gives exactly
+    what the packed codes give (same integer / fp8 products, same scales), and matches the reference."""
+    from lowbit.engine.engine import W4A4_INT_CHANNEL
+    from lowbit.kernels import reference
+
+    n = 72  # N tail against BN 64; k 96: K tail against BK 128 on the per-channel path
+    s = W4A4_INT_CHANNEL if scheme == "w4a4-int-channel" else PRESETS[scheme]
+    mod = QuantLinear.from_float(nn.Linear(k, n), s.weights, s.activations)
+    wt = kernel_weights(["t"], [mod], mod.bias.detach())
+    fmt = mod.act_spec.format
+    x = torch.randn(m, k)
+    held, sa = reference.quantize_act(x, fmt, packed=False)
+    packed, _ = reference.quantize_act(x, fmt)
+    assert held.shape == (m, k) and fused._a_kind(held, wt) in (_tl.INT8, _tl.FP8)
+    res = torch.randn(m, n)
+    y = fused.gemm(held, sa, wt, torch.float32, True, None, out=torch.full((m, n), float("nan")))
+    assert torch.equal(y, fused.gemm(packed, sa, wt, torch.float32, True, None))
+    yr = fused.gemm_ref(held, sa, fmt, mod.qtensor, mod.bias.detach(), torch.float32, True, None)
+    assert torch.equal(yr, fused.gemm_ref(packed, sa, fmt, mod.qtensor, mod.bias.detach(), torch.float32, True))
+    assert ((y - yr).abs() / (yr.abs().amax(1, keepdim=True) + 1)).max() < 1e-5
+    y = fused.gemm(held, sa, wt, torch.float32, residual=res)
+    yr = fused.gemm_ref(held, sa, fmt, mod.qtensor, mod.bias.detach(), torch.float32, residual=res)
+    assert ((y - yr).abs() / (yr.abs().amax(1, keepdim=True) + 1)).max() < 1e-5
+
+
+def test_gemm_rejects_codes_of_another_width(interp):
+    mod = _layer("w4a4-int", 128, 32)
+    wt = kernel_weights(["t"], [mod], None)
+    with pytest.raises(ValueError, match="width 100"):
+        fused.gemm(torch.zeros(4, 100, dtype=torch.int8), torch.ones(4), wt, torch.float32)
+
+
+def test_w4a4_channel_option_runs_the_w8a8_gemm(interp):
+    """W4A4_INT_CHANNEL on held codes launches the W8A8-INT8 kernel: same A / W kinds and mode (no group loop)."""
+    from lowbit.engine.engine import W4A4_INT_CHANNEL
+
+    s, w8 = W4A4_INT_CHANNEL, PRESETS["w8a8-int8"]
+    pc = kernel_weights(["t"], [QuantLinear.from_float(nn.Linear(96, 40), s.weights, s.activations)], None)
+    ref = kernel_weights(["t"], [QuantLinear.from_float(nn.Linear(96, 40), w8.weights, w8.activations)], None)
+    held = torch.zeros(20, 96, dtype=torch.int8)
+    assert (fused._a_kind(held, pc), pc.w8_kind, pc.mode) == (fused._a_kind(held, ref), ref.w_kind, ref.mode) \
+        == (_tl.INT8, _tl.INT8, _tl.PER_CHANNEL)

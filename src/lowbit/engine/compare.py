@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from lowbit.formats import get_format, unpack_nibbles
 from lowbit.kernels import reference
+from lowbit.kernels.act_quant import HELD
 
 STAGES = ("qkv", "attention", "o_in", "o", "ln1", "fc1", "fc2_in", "fc2", "ln2")
 
@@ -68,15 +68,16 @@ def token_cos(x: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> tuple[flo
 
 
 def _fmts(engine, i: int) -> dict:
-    """Activation format of each code-producing stage of layer i (None: float, no codes)."""
+    """Format of the codes each code-producing stage of layer i writes (None: float, no codes): the engine holds
+    4-bit codes one per byte as 8-bit codes (act_quant.HELD)."""
     L, last = engine.layers[i], i + 1 == len(engine.layers)
-    return {"o_in": L.o.a_fmt, "ln1": L.fc1.a_fmt, "fc2_in": L.fc2.a_fmt,
+    fmts = {"o_in": L.o.a_fmt, "ln1": L.fc1.a_fmt, "fc2_in": L.fc2.a_fmt,
             "ln2": None if last else engine.layers[i + 1].qkv.a_fmt}
+    return {k: HELD.get(f, f) if f else None for k, f in fmts.items()}
 
 
-def _codes(c: torch.Tensor, fmt: str) -> torch.Tensor:
-    c = c.view(torch.uint8) if c.element_size() == 1 else c  # fp8 codes may come as float8 or uint8
-    return unpack_nibbles(c, signed=False) if get_format(fmt).bits == 4 else c
+def _codes(c: torch.Tensor) -> torch.Tensor:
+    return c.view(torch.uint8)  # fp8 codes may come as float8 or uint8
 
 
 def _stage_stats(v, r, fmt: str | None, keep) -> dict:
@@ -91,7 +92,7 @@ def _stage_stats(v, r, fmt: str | None, keep) -> dict:
     if fmt is None:
         return out
     out["codes cos"] = token_cos(reference.decode_act(v[0], v[1], fmt), reference.decode_act(r[0], r[1], fmt), keep)
-    out["flips"] = float((_codes(v[0], fmt)[keep] != _codes(r[0], fmt)[keep]).float().mean())
+    out["flips"] = float((_codes(v[0])[keep] != _codes(r[0])[keep]).float().mean())
     return out
 
 

@@ -5,6 +5,11 @@
 | `ln_quant`    | h (M, H) in the model dtype             | LayerNorm(h) (M, H) and its codes + scales  | LayerNorm, then act_quant of the next GEMM's input |
 | `gemm`        | activation codes + scales, weight codes | y = dequant(acc) + bias [GELU] [+ residual] | qgemm, then GELU / residual add      |
 
+Codes are one per byte: 4-bit activation codes are held as the 8-bit codes of the same values (act_quant.HELD:
+int4 -> int8 -8..7, fp4 -> fp8 e4m3), so `gemm` runs the 8-bit A path of qgemm's tile code. Packed codes read as
+int8 cost a nibble interleave per tile in the K loop (BERT-base 128 x 128 on H100: W4A4 GEMMs 14.0 ms vs W4A8's
+7.9 ms, BENCHMARKS.md); the bytes saved are activations', small next to the weights at these sizes.
+
 Per-token dynamic scales need the amax of a whole row, and a GEMM tile sees BN of the N columns, so GELU ->
 quantize cannot finish inside the FC1 epilogue without a grid-wide reduction: FC1's epilogue applies bias + GELU
 and `act_quant` (kernels/act_quant.py) quantizes the (M, 4H) result in one more pass. LayerNorm does see whole
@@ -24,15 +29,15 @@ import triton
 import triton.language as tl
 
 from lowbit.kernels import _tl, reference
-from lowbit.kernels.act_quant import FORMATS, _codes
+from lowbit.kernels.act_quant import FORMATS, HELD, _codes, codes_dtype, store_codes
 from lowbit.kernels.qgemm import Config, choose_config, mma_step
 
 
 # --- LayerNorm -> quantize --------------------------------------------------------------------------------------
 @triton.jit
 def _ln_quant_kernel(x_ptr, w_ptr, b_ptr, y_ptr, q_ptr, s_ptr, static_ptr, H, eps, stride_xm, stride_ym, stride_qm,
-                     QUANT: tl.constexpr, KIND: tl.constexpr, MAXABS: tl.constexpr, PACKED: tl.constexpr,
-                     STATIC: tl.constexpr, BLOCK: tl.constexpr):
+                     QUANT: tl.constexpr, KIND: tl.constexpr, MAXABS: tl.constexpr, STATIC: tl.constexpr,
+                     BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     inb = offs < H
@@ -52,19 +57,9 @@ def _ln_quant_kernel(x_ptr, w_ptr, b_ptr, y_ptr, q_ptr, s_ptr, static_ptr, H, ep
             s = tl.math.div_rn(tl.max(tl.abs(v), 0), MAXABS)
             s = tl.where(s > 1e-12, s, 1.0)  # an all-zero token: scale 1 (as act_quant)
         tl.store(s_ptr + row, s)
-        c = _codes(tl.math.div_rn(v, s), KIND)
-        if PACKED:
-            lo, hi = tl.split(tl.reshape(c, (BLOCK // 2, 2)))
-            ob = tl.arange(0, BLOCK // 2)
-            tl.store(q_ptr + row * stride_qm + ob, (lo | (hi << 4)).to(tl.uint8), mask=ob < H // 2)
-        else:
-            tl.store(q_ptr + row * stride_qm + offs, c.to(q_ptr.dtype.element_ty), mask=inb)
+        store_codes(q_ptr + row * stride_qm, 0, _codes(tl.math.div_rn(v, s), KIND), H, KIND, False, BLOCK)
 
 
-def _codes_buffer(m: int, k: int, fmt: str, device) -> torch.Tensor:
-    bits = FORMATS[fmt][1]
-    return torch.empty((m, k // 2 if bits == 4 else k), dtype=torch.int8 if fmt == "int8" else torch.uint8,
-                       device=device)
 
 
 def ln_quant(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, fmt: str | None,
@@ -72,33 +67,33 @@ def ln_quant(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: flo
     """LayerNorm over the last dim of x (M, H), and (fmt given) per-token codes of the result.
 
     Returns:
-        (y, codes, scales): y (M, H) in x's dtype; codes/scales as `act_quant.quantize_act`, or None, None.
+        (y, codes, scales): y (M, H) in x's dtype; codes (M, H) / scales (M,) as `act_quant.quantize_act` with
+        packed=False (4-bit codes held one per byte), or None, None.
     """
     m, h = x.shape
-    if fmt is not None and FORMATS[fmt][1] == 4 and h % 2:
-        raise ValueError(f"ln_quant: 4-bit codes pack two per byte; H={h} is odd")
     y, q, s = out if out is not None else (torch.empty_like(x), None, None)
     if fmt is not None and q is None:
-        q, s = _codes_buffer(m, h, fmt, x.device), torch.empty((m,), dtype=torch.float32, device=x.device)
+        q = torch.empty((m, h), dtype=codes_dtype(fmt, packed=False), device=x.device)
+        s = torch.empty((m,), dtype=torch.float32, device=x.device)
     if m == 0:
         return y, q, s
-    kind, bits, maxabs = FORMATS[fmt] if fmt is not None else (0, 8, 1.0)
+    kind, _, maxabs = FORMATS[fmt] if fmt is not None else (0, 8, 1.0)
     block = triton.next_power_of_2(h)
     _ln_quant_kernel[(m,)](x, weight, bias, y, q if q is not None else y, s if s is not None else y,
                            static_scale if static_scale is not None else y, h, eps, x.stride(0), y.stride(0),
                            q.stride(0) if q is not None else 0, QUANT=fmt is not None, KIND=kind, MAXABS=maxabs,
-                           PACKED=bits == 4, STATIC=static_scale is not None, BLOCK=block,
+                           STATIC=static_scale is not None, BLOCK=block,
                            num_warps=4 if block >= 1024 else 2)
     return y, q, s
 
 
 def ln_quant_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, fmt: str | None,
                  static_scale: torch.Tensor | None = None):
-    """Twin of `ln_quant`: torch LayerNorm, then `reference.quantize_act` of the rounded output."""
+    """Twin of `ln_quant`: torch LayerNorm, then `reference.quantize_act` (held 4-bit codes) of the rounded output."""
     y = torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
     if fmt is None:
         return y, None, None
-    q, s = reference.quantize_act(y, fmt, None, static_scale)
+    q, s = reference.quantize_act(y, fmt, None, static_scale, packed=False)
     return y, q, s
 
 
@@ -175,14 +170,19 @@ def _gemm_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, aux_ptr, bias_ptr, res_ptr, out_p
 def gemm(a: torch.Tensor, sa: torch.Tensor, wt: Weights, out_dtype: torch.dtype, gelu: bool = False,
          residual: torch.Tensor | None = None, out: torch.Tensor | None = None,
          config: Config | None = None) -> torch.Tensor:
-    """y = dequant(a codes) @ dequant(W).T + bias, then GELU and/or + residual, in out_dtype (M, N)."""
+    """y = dequant(a codes) @ dequant(W).T + bias, then GELU and/or + residual, in out_dtype (M, N).
+
+    a: (M, K) codes; 4-bit codes held one per byte (the engine's producers, act_quant.HELD), which run the 8-bit
+    GEMM, or packed (M, K/2) as QuantLinear's act_quant writes them (same result, nibbles unpacked per tile).
+    """
     from lowbit.kernels.qgemm import UNPACK_M
 
     m = a.shape[0]
+    a_kind = _a_kind(a, wt)
     w, w_kind, aux = wt.w, wt.w_kind, wt.aux
     if wt.w8 is not None and m >= UNPACK_M:
         w, w_kind, aux = wt.w8, wt.w8_kind, None
-    if a.is_cuda and wt.a_kind == _tl.FP8 and a.dtype == torch.uint8:
+    if a.is_cuda and a_kind == _tl.FP8 and a.dtype == torch.uint8:
         a = a.view(torch.float8_e4m3fn)
     if w.is_cuda and w_kind == _tl.FP8 and w.dtype == torch.uint8:
         w = w.view(torch.float8_e4m3fn)
@@ -192,21 +192,34 @@ def gemm(a: torch.Tensor, sa: torch.Tensor, wt: Weights, out_dtype: torch.dtype,
         raise ValueError(f"gemm: residual {tuple(residual.shape)} must match the output {tuple(out.shape)}")
     if m == 0:
         return out
-    cfg = config or choose_config(m, wt.n, wt.k, wt.a_kind, w_kind, wt.mode, wt.group)
+    cfg = config or choose_config(m, wt.n, wt.k, a_kind, w_kind, wt.mode, wt.group)
     grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(wt.n, cfg.bn),)
     _gemm_kernel[grid](a, sa, w, wt.sw, aux if aux is not None else wt.sw,
                        wt.bias if wt.bias is not None else wt.sw, residual if residual is not None else out, out,
                        m, wt.n, wt.k, a.stride(0), w.stride(0), wt.sw.stride(0),
-                       aux.stride(0) if aux is not None else 0, out.stride(0), A_KIND=wt.a_kind, W_KIND=w_kind,
+                       aux.stride(0) if aux is not None else 0, out.stride(0), A_KIND=a_kind, W_KIND=w_kind,
                        MODE=wt.mode, GROUP=wt.group, HAS_BIAS=wt.bias is not None, GELU=gelu,
                        HAS_RES=residual is not None, EVEN_K=wt.k % cfg.bk == 0, BM=cfg.bm, BN=cfg.bn, BK=cfg.bk,
                        GROUP_M=cfg.group_m, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
 
 
+def _a_kind(a: torch.Tensor, wt: Weights) -> int:
+    """The kernel's A_KIND for codes a: held 4-bit codes (K bytes a row) are 8-bit codes; packed ones K/2 bytes."""
+    if wt.a_kind not in (_tl.INT4, _tl.FP4) or a.shape[1] == wt.k // 2 != wt.k:
+        return wt.a_kind
+    if a.shape[1] == wt.k:
+        return _tl.INT8 if wt.a_kind == _tl.INT4 else _tl.FP8
+    raise ValueError(f"gemm: {wt.a_fmt} codes of width {a.shape[1]}; expected {wt.k} (one per byte) or "
+                     f"{wt.k // 2} (packed) for K={wt.k}")
+
+
 def gemm_ref(a: torch.Tensor, sa: torch.Tensor, a_fmt: str, qweight, bias: torch.Tensor | None,
              out_dtype: torch.dtype, gelu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """Twin of `gemm` in the un-fused order: reference qgemm (float32, cast), GELU, residual add in out_dtype."""
+    """Twin of `gemm` in the un-fused order: reference qgemm (float32, cast), GELU, residual add in out_dtype.
+    a: codes as `gemm` takes them (4-bit held one per byte or packed, told apart by the width as there)."""
+    if a.shape[1] == qweight.shape[1]:
+        a_fmt = HELD.get(a_fmt, a_fmt)
     y = reference.qgemm(a, sa, a_fmt, qweight, bias, out_dtype)
     if gelu:
         y = torch.nn.functional.gelu(y)

@@ -11,8 +11,9 @@ from lowbit.scheme import QuantSpec
 
 
 def quantize_act(x: torch.Tensor, fmt: str, smooth: torch.Tensor | None = None,
-                 static_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Twin of `act_quant.quantize_act`: per-token (or static) symmetric codes and float32 scales (M,)."""
+                 static_scale: torch.Tensor | None = None, packed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twin of `act_quant.quantize_act`: per-token (or static) symmetric codes and float32 scales (M,); 4-bit codes
+    packed two per byte, or (packed=False) held one per byte as 8-bit codes of the same value (`held_codes`)."""
     spec = QuantSpec(fmt, "token", dynamic=True)
     rows = x.float() if smooth is None else x.float() * smooth.float()  # (M, K)
     if static_scale is None:
@@ -20,11 +21,23 @@ def quantize_act(x: torch.Tensor, fmt: str, smooth: torch.Tensor | None = None,
     else:
         s = static_scale.float().reshape(1).expand(rows.shape[0])
     codes = encode(rows, s[:, None], None, spec)
-    return (pack_nibbles(codes) if spec.bits == 4 else codes), s.contiguous()
+    if spec.bits == 4:
+        codes = pack_nibbles(codes) if packed else held_codes(codes, fmt)
+    return codes, s.contiguous()
+
+
+def held_codes(codes: torch.Tensor, fmt: str) -> torch.Tensor:
+    """4-bit codes (one per element) as the 8-bit codes of the same values (act_quant.HELD): int4 -> int8 -8..7,
+    fp4 e2m1 -> fp8 e4m3 bit patterns (uint8). Exact: every 4-bit value is an 8-bit value."""
+    if fmt == "int4":
+        return codes.to(torch.int8)
+    v = get_format(fmt).decode(codes, torch.tensor(1.0))
+    return v.to(torch.float8_e4m3fn).view(torch.uint8)
 
 
 def decode_act(codes: torch.Tensor, scale: torch.Tensor, fmt: str) -> torch.Tensor:
-    """float32 (M, K) values of activation codes times their per-token scales."""
+    """float32 (M, K) values of activation codes times their per-token scales (held 4-bit codes: pass the 8-bit
+    format that holds them, act_quant.HELD[fmt])."""
     f = get_format(fmt)
     if f.bits == 4:
         codes = unpack_nibbles(codes, signed=fmt.startswith("int"))
