@@ -79,17 +79,19 @@ def _divc(a, M: tl.constexpr, SH: tl.constexpr):
 
 
 @triton.jit
-def _frac_steps(num, den, STEPS: tl.constexpr):
-    """floor(num * 2^STEPS / den) for 0 <= num < den, den 2^(STEPS+1) <= 2^31 (int32): restoring division with the
-    quotient bits shifted into the low end of the remainder register, w = r 2^STEPS + q (after j steps
-    q = floor(num 2^j / den) < 2^j and r = num 2^j - q den in [0, den); doubling w doubles both, 2q < 2^STEPS leaves
-    the upper part 2r, so 2r >= den iff 2w >= den 2^STEPS, and subtracting den 2^STEPS - 1 sets the new bit)."""
-    d = den << STEPS
-    w = num << STEPS
-    for _ in range(STEPS):
-        w = w + w
-        w = tl.where(w >= d, w - (d - 1), w)
-    return w & ((1 << STEPS) - 1)
+def _quot_steps(a, b, QBITS: tl.constexpr):
+    """floor(a / b) for 0 <= a < b 2^QBITS with b 2^(QBITS+1) <= 2^63 (int64 operands) or <= 2^31 (int32): restoring
+    division with the remainder and
+    the quotient in one register, w = r 2^QBITS + (quotient bits so far, then the dividend bits left). w = a at the
+    start (r = a >> QBITS < b); a step doubles w and, when the new remainder 2r + (next bit) >= b, i.e. 2w >= b 2^QBITS
+    (the low part is below 2^QBITS), subtracts b 2^QBITS - 1 (r -= b and the freed low bit becomes 1). The compare
+    reads w before the doubling (w >= b 2^(QBITS-1)), so a step is one select of two values computed from w."""
+    d = b << QBITS
+    half = b << (QBITS - 1)
+    w = a + b * 0
+    for _ in range(QBITS):
+        w = tl.where(w >= half, w + (w - (d - 1)), w + w)
+    return w & ((1 << QBITS) - 1)
 
 
 @triton.jit
@@ -115,24 +117,29 @@ def _gelu_sigmoid_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr,
       |X0|, e 2^(K-1) <= E0 < e + E0); so x' may be clamped at (K-1) X0 (and -|x| first at -2^29, whose x' is
       below it): then q <= K-1 and the q = K-1 case still gives 0;
     * then m 2^(K-1) / (m + |X0| 2^(q+1)) <= 2^(K-1) m / (m + 2 |X0|) <= 2^(K-2) (m <= 2 |X0|): K-1 quotient bits,
-      and the denominator is at most |X0| (2^K + 2) (so _frac_steps needs |X0| (2^K + 2) 2^K <= 2^31)."""
+      and the denominator is at most |X0| (2^K + 2) (so _quot_steps on int32 needs |X0| (2^K + 2) 2^K <= 2^31)."""
     xn = tl.maximum(tl.where(x >= 0, -x, x), -(1 << 29)).to(tl.int32)
     a = -tl.maximum(xn + (xn >> 1) - (xn >> 4), (K - 1) * X0)  # in [0, (K-1) |X0|]
     q = _divc(a, DIV_M, DIV_SH)  # in [0, K-1]
     m = (q + 2) * -X0 - a
-    return _frac_steps(m, m + (-X0 << (q + 1)), K - 1)
+    return _quot_steps(m << (K - 1), m + (-X0 << (q + 1)), K - 1)  # m < denominator
 
 
 @triton.jit
-def _round_ratio(e, total, K: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr):
+def _row_reciprocal(total, RS: tl.constexpr, RBITS: tl.constexpr):
+    """R = floor(2^RS / (2 total)) of int64 per-row totals (RBITS restoring steps, shiftmax_i32 sizes them)."""
+    return _floordiv(tl.full(total.shape, 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
+
+
+@triton.jit
+def _ratio_i32(e, total, r, K: tl.constexpr, RS: tl.constexpr):
     """floor((e 2^(K+1) + total) / (2 total)) (Shiftmax's round(e 2^K / total)) for int32 0 <= e <= E0 and int64
-    per-row totals in [E0, BLOCK_T E0] (K + 1 bits when total = 0, as _floordiv gives). One reciprocal per row,
-    R = floor(2^RS / d) with d = 2 total (RBITS restoring steps, shiftmax_i32), then per element, with a the
-    dividend: a R / 2^RS <= a / d and a R / 2^RS > a / d - a / 2^RS >= a / d - 1 (2^RS / d - R < 1, a <= 2^RS), so
-    q' = floor(a R / 2^RS) is floor(a / d) or one less, and one comparison, a >= (q' + 1) d, i.e.
-    e 2^(K+1) >= (2 q' + 1) total, corrects it. a R = e (R << (K+1)) + total R: one widening multiply-add."""
-    r = _floordiv(tl.full(total.shape, 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
-    e64 = e.to(tl.int64)  # R << (K+1) < 2^31 (shiftmax_i32): int32 operands, one widening multiply-add
+    per-row totals in [E0, BLOCK_T E0] (2^(K+1) - 1 when total = 0, as _floordiv gives), with the row's reciprocal
+    r = _row_reciprocal(total). With a the dividend and d = 2 total: a r / 2^RS <= a / d and
+    a r / 2^RS > a / d - a / 2^RS >= a / d - 1 (2^RS / d - r < 1, a <= 2^RS), so q' = floor(a r / 2^RS) is
+    floor(a / d) or one less, and one comparison, a >= (q' + 1) d, i.e. e 2^(K+1) >= (2 q' + 1) total, corrects
+    it. a r = e (r << (K+1)) + total r: one widening multiply-add (r << (K+1) < 2^31, shiftmax_i32)."""
+    e64 = e.to(tl.int64)
     q = ((e64 * (r << (K + 1)).to(tl.int32).to(tl.int64) + total * r) >> RS).to(tl.int32)
     q += ((e64 << (K + 1)) >= (2 * q + 1).to(tl.int64) * total).to(tl.int32)
     return tl.where(total > 0, q, (2 << K) - 1)
@@ -147,25 +154,39 @@ def _tile(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _rq_store(z, rows, cols, ok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr,
+              stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr,
+              HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr):
+    """Store clamp(round_half_up(((z + lin_bias) * b + bias) / 2^c)) per column of the integer tile z; with TWO the
+    residual sum: each term clamped to LO1..HI1 (bits + 1), the sum to LO..HI (IntArith.rq_linear / rq_sum).
+    Shared by the requant kernel and the GEMM epilogue. b, c and the linear bias are narrowed to int32 (|b| < 2^31
+    from dyadic(), INT32 biases, c < 64): the products are 64 x 32-bit, which in the GEMM epilogue fit Q/K/V apart
+    (128x64 tile, int8 out) in 168 registers instead of 254 (benchmarks/gemm_regs.py)."""
+    z = z.to(tl.int64)
+    if HAS_LIN_BIAS:  # the INT32 bias of the linear that produced z, added before the multiply
+        z = z + tl.load(lin_bias_ptr + cols, mask=cok, other=0).to(tl.int32)
+    z = z * tl.load(b_ptr + cols, mask=cok, other=0).to(tl.int32)
+    if HAS_BIAS:
+        z = z + tl.load(bias_ptr + cols, mask=cok, other=0)
+    v = _requant(z, tl.load(c_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
+    if TWO:
+        z2 = tl.load(z2_ptr + rows * stride_z2 + cols, mask=ok, other=0).to(tl.int64)
+        b2 = tl.load(b2_ptr + cols, mask=cok, other=0).to(tl.int32)
+        v2 = _requant(z2 * b2, tl.load(c2_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
+        v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
+    v = tl.minimum(tl.maximum(v, LO), HI)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
 def _rq_kernel(z_ptr, b_ptr, c_ptr, bias_ptr, lin_bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, stride_z, stride_z2,
                stride_out, LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr,
                HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, BLOCK_M: tl.constexpr,
                BLOCK_N: tl.constexpr):
     rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
-    cok = cols < N
-    z = tl.load(z_ptr + rows * stride_z + cols, mask=ok, other=0).to(tl.int64)
-    if HAS_LIN_BIAS:  # the INT32 bias of the linear that produced z, added before the multiply
-        z = z + tl.load(lin_bias_ptr + cols, mask=cok, other=0)
-    acc = z * tl.load(b_ptr + cols, mask=cok, other=0)
-    if HAS_BIAS:
-        acc = acc + tl.load(bias_ptr + cols, mask=cok, other=0)
-    v = _requant(acc, tl.load(c_ptr + cols, mask=cok, other=1))
-    if TWO:  # residual add: each term clamped to LO1..HI1 (bits + 1), the sum to LO..HI
-        z2 = tl.load(z2_ptr + rows * stride_z2 + cols, mask=ok, other=0).to(tl.int64)
-        v2 = _requant(z2 * tl.load(b2_ptr + cols, mask=cok, other=0), tl.load(c2_ptr + cols, mask=cok, other=1))
-        v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
-    v = tl.minimum(tl.maximum(v, LO), HI)
-    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+    z = tl.load(z_ptr + rows * stride_z + cols, mask=ok, other=0)
+    _rq_store(z, rows, cols, ok, cols < N, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr,
+              stride_z2, stride_out, LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO)
 
 
 @triton.jit
@@ -193,7 +214,7 @@ def _shiftmax_kernel(z_ptr, rq_ptr, mask_ptr, out_ptr, T, ROWS, stride_zb, strid
         x = tl.minimum(x - tl.max(tl.where(valid, x, LO - 1), 1)[:, None], 0)
         e = tl.where(valid, _shift_exp_i32(x, X0, N, DIV_M, DIV_SH), 0)
         total = tl.sum(e.to(tl.int64), 1)[:, None]
-        p = _round_ratio(e, total, OUT_BITS, RS, RBITS)
+        p = _ratio_i32(e, total, _row_reciprocal(total, RS, RBITS), OUT_BITS, RS)
     else:
         if HAS_MASK:
             x = tl.where(keep > 0, x, -(1 << 40))
@@ -229,21 +250,6 @@ def _shift_gelu_kernel(x_ptr, b_ptr, c_ptr, out_ptr, M, N, stride_x, stride_out,
     v = _requant(g * b, tl.load(c_ptr + cols, mask=cols < N, other=1))
     v = tl.minimum(tl.maximum(v, LO), HI)
     tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
-
-
-@triton.jit
-def _quot_steps(a, b, QBITS: tl.constexpr):
-    """floor(a / b) for int64 0 <= a < b 2^QBITS, b 2^(QBITS+1) <= 2^63: restoring division with the remainder and
-    the quotient in one register, w = r 2^QBITS + (quotient bits so far, then the dividend bits left). w = a at the
-    start (r = a >> QBITS < b); a step doubles w and, when the new remainder 2r + (next bit) >= b, i.e. 2w >= b 2^QBITS
-    (the low part is below 2^QBITS), subtracts b 2^QBITS - 1 (r -= b and the freed low bit becomes 1). The compare
-    reads w before the doubling (w >= b 2^(QBITS-1)), so a step is one select of two values computed from w."""
-    d = b << QBITS
-    half = b << (QBITS - 1)
-    w = a + b * 0
-    for _ in range(QBITS):
-        w = tl.where(w >= half, w + (w - (d - 1)), w + w)
-    return w & ((1 << QBITS) - 1)
 
 
 @triton.jit
@@ -420,7 +426,7 @@ def divc_magic(d: int, amax: int) -> tuple[int, int]:
 
 def gelu_i32(op) -> tuple[int, int] | None:
     """(DIV_M, DIV_SH) of _gelu_sigmoid_i32 for ShiftGELU ``op``, or None when its int32 bounds fail (the kernel
-    then takes the int64 path): 2 <= out_bits <= n, and _frac_steps' register, below the denominator (at most
+    then takes the int64 path): 2 <= out_bits <= n, and _quot_steps' int32 register, below the denominator (at most
     |X0| (2^K + 2)) times 2^K, within 2^31: |X0| < 32520 at K = 8, i.e. input scale > 1.8e-5."""
     x0, k = -op.exp.x0, op.out_bits
     if not (2 <= k <= op.exp.n and x0 * ((1 << k) + 2) << k <= 2**31):
@@ -432,7 +438,7 @@ def gelu_i32(op) -> tuple[int, int] | None:
 def shiftmax_i32(op, score_bits: int, block_t: int) -> tuple[int, int, int, int] | None:
     """(DIV_M, DIV_SH, RS, RBITS) of the int32 Shiftmax path, or None when a bound fails (int64 path):
     scores of at most 30 bits (x - max and 1.4375 x fit int32), E0 = |X0| 2^n < 2^31 (the exponential fits int32:
-    |X0| < 65536 at n = 15), RS + k + 1 <= 62 (_round_ratio's products fit int64) and RBITS + k + 1 <= 31
+    |X0| < 65536 at n = 15), RS + k + 1 <= 62 (_ratio_i32's products fit int64) and RBITS + k + 1 <= 31
     (R << (k+1) fits int32).
     RS: 2^RS > E0 (2^(k+1) + block_t) >= any dividend e 2^(k+1) + total of a row of at most block_t keys.
     RBITS: 2E0 2^RBITS > 2^RS, so floor(2^RS / (2 total)) has RBITS bits for every total >= E0."""

@@ -24,8 +24,8 @@ import triton
 import triton.language as tl
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
-from lowbit.kernels.intonly import (_floordiv, _requant, _rows, _shift_exp, _shift_exp_i32, channel_dyadic, out_dtype,
-                                    shiftmax_i32)
+from lowbit.kernels.intonly import (_floordiv, _ratio_i32, _requant, _row_reciprocal, _rows, _rq_store, _shift_exp,
+                                    _shift_exp_i32, channel_dyadic, out_dtype, shiftmax_i32)
 
 
 def int_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,27 +114,11 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
-    # the epilogue is lowbit.kernels.intonly._rq_kernel's, in int64, on the accumulator instead of an INT32 tensor.
-    # b, c and the linear bias are narrowed to int32 (|b| < 2^31 from dyadic(), INT32 bias, c < 64), so the products
-    # are 64 x 32-bit: ptxas then fits Q/K/V apart (128x64 tile, int8 out) in 168 registers instead of 254, the
-    # others within 3 (benchmarks/gemm_regs.py)
+    # the epilogue of lowbit.kernels.intonly._rq_kernel, on the accumulator instead of an INT32 tensor
     rows, cols = rm.to(tl.int64)[:, None], rn[None, :]
     cok = cols < N
-    ok = (rows < M) & cok
-    z = acc.to(tl.int64)
-    if HAS_LIN_BIAS:
-        z = z + tl.load(lin_bias_ptr + cols, mask=cok, other=0).to(tl.int32)
-    z = z * tl.load(b_ptr + cols, mask=cok, other=0).to(tl.int32)
-    if HAS_BIAS:
-        z = z + tl.load(bias_ptr + cols, mask=cok, other=0)
-    v = _requant(z, tl.load(c_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
-    if TWO:  # residual add: each term clamped to LO1..HI1 (bits + 1), the sum to LO..HI
-        z2 = tl.load(z2_ptr + rows * stride_z2 + cols, mask=ok, other=0).to(tl.int64)
-        b2 = tl.load(b2_ptr + cols, mask=cok, other=0).to(tl.int32)
-        v2 = _requant(z2 * b2, tl.load(c2_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
-        v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
-    v = tl.minimum(tl.maximum(v, LO), HI)
-    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+    _rq_store(acc, rows, cols, (rows < M) & cok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr,
+              out_ptr, stride_z2, stride_out, LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO)
 
 
 # Launch tiles of linear_rq: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) by family (see _family); benchmarks/
@@ -225,18 +209,7 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
     return out.reshape(*lead, n)
 
 
-
 # --- attention: Q·Kᵀ, score requant, Shiftmax, P·V and the context requant in one kernel -------------------------
-@triton.jit
-def _ratio_i32(e, total, r, K: tl.constexpr, RS: tl.constexpr):
-    """intonly._round_ratio with the row's reciprocal r = floor(2^RS / (2 total)) computed once by the caller (the
-    attention kernel divides every key block of a row by the same total; the proof is beside _round_ratio)."""
-    e64 = e.to(tl.int64)
-    q = ((e64 * (r << (K + 1)).to(tl.int32).to(tl.int64) + total * r) >> RS).to(tl.int32)
-    q += ((e64 << (K + 1)) >= (2 * q + 1).to(tl.int64) * total).to(tl.int32)
-    return tl.where(total > 0, q, (2 << K) - 1)
-
-
 @triton.jit
 def _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK: tl.constexpr):
     """INT32 scores q·kᵀ of the key block rn (BLOCK_M, BLOCK_N) and which keys count (below T and kept by the mask);
@@ -336,9 +309,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
         s, valid = _score_block(q, k_ptr, mask_ptr, n0 + rn0, rd, T, skt, HAS_MASK)
         e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
         total += tl.sum(e.to(tl.int64), 1)[:, None]
-    r = total  # one reciprocal per row on the int32 path (intonly._round_ratio); unused on the int64 one
+    r = total  # one reciprocal per row on the int32 path (intonly._ratio_i32); unused on the int64 one
     if I32:
-        r = _floordiv(tl.full((BLOCK_M, 1), 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
+        r = _row_reciprocal(total, RS, RBITS)
     # 3) probabilities (scale 2^-OUT_BITS) and their product with the values
     acc = tl.zeros((BLOCK_M, HEAD_D), tl.int32)
     for n0 in range(0, T, BLOCK_N):
@@ -381,7 +354,7 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
     total = tl.sum(e.to(tl.int64), 1)[:, None]
     r = total  # the row's reciprocal on the int32 path, as in _attention_kernel
     if I32:
-        r = _floordiv(tl.full((BLOCK_M, 1), 1 << RS, tl.int64), 2 * total, RS + 1, RBITS)
+        r = _row_reciprocal(total, RS, RBITS)
     p = _probs(e, total, r, OUT_BITS, DIV_ABITS, RS, I32)
     vb = tl.load(v_ptr + z * svb + h * svh + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T,
                  other=0)  # (T_PAD, HEAD_D) int8
