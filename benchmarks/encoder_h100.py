@@ -158,9 +158,6 @@ REGS_VARIANTS = (("w4a4-int, packed A (before)", 3, 1, 1, 128), ("w4a4-int, held
 
 def regs(name: str, b: int, s: int) -> list[dict]:
     """sm_90 compile of the engine GEMM for FC1 (GELU) and FC2 (residual) of `name` at M = b * s (printed)."""
-    import re
-    from collections import Counter
-
     from lowbit.bench.sass import compile_sm90
     from lowbit.engine import fused
     from lowbit.kernels.qgemm import choose_config
@@ -175,14 +172,8 @@ def regs(name: str, b: int, s: int) -> list[dict]:
                       HAS_RES=not gelu, EVEN_K=k % c.bk == 0, BM=c.bm, BN=c.bn, BK=c.bk, GROUP_M=c.group_m)
             ptrs = dict(a_ptr="*u8" if a_kind == 3 else "*i8", w_ptr="*i8", sa_ptr="*fp32", sw_ptr="*fp32",
                         aux_ptr="*fp32", bias_ptr="*fp16", res_ptr="*fp16", out_ptr="*fp16")
-            sig, consts, attrs = {}, {}, {}
-            for i, (arg, prm) in enumerate(zip(fn.arg_names, fn.params)):
-                if prm.is_constexpr:
-                    sig[arg], consts[(i,)] = "constexpr", cx[arg]
-                else:
-                    sig[arg], attrs[(i,)] = ptrs.get(arg, "i32"), [["tt.divisibility", 16]]
-            cub = compile_sm90(fn, sig, consts, attrs, c.num_warps, c.num_stages)
-            ops = Counter(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", cub.sass, re.M))
+            cub = compile_sm90(fn, cx, ptrs, True, c.num_warps, c.num_stages)
+            ops = cub.opcodes()
             r = dict(gemm=f"{gemm} {m}x{n}x{k}", variant=label, tile=f"{c.bm}x{c.bn}x{c.bk}/{c.num_warps}w/"
                      f"{c.num_stages}s", registers=cub.registers, stack=cub.stack, shared=cub.shared,
                      sass=cub.instructions(), **{op: ops[op] for op in ("PRMT", "LOP3", "SHF", "I2FP", "FFMA")})

@@ -35,14 +35,7 @@ EPILOGUES = (("qkv: 1 term, int8", "*i8", 8, False), ("fc1: 1 term, 16-bit", "*i
 def compile_sm90(fn, consts: dict, ptrs: dict, warps: int, stages: int) -> dict:
     """Compile ``fn`` for sm_90 with ``consts`` for its constexprs and ``ptrs`` for pointer types (other pointers
     int64, other arguments int32); every runtime argument is marked divisible by 16."""
-    sig, cx, attrs = {}, {}, {}
-    for i, (n, p) in enumerate(zip(fn.arg_names, fn.params)):
-        if p.is_constexpr:
-            sig[n], cx[(i,)] = "constexpr", consts[n]
-        else:
-            sig[n] = ptrs.get(n, "*i64" if n.endswith("_ptr") else "i32")
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    c = compile_sm90_cubin(fn, sig, cx, attrs, warps, stages)
+    c = compile_sm90_cubin(fn, consts, ptrs, True, warps, stages)
     return {"registers": c.registers, "stack": c.stack, "shared": c.shared, "mma": c.mma(),
             "instructions": c.instructions(), "looped": looped(c.sass)}
 

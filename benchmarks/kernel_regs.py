@@ -82,13 +82,10 @@ def compile_sm90(name: str, args, num_warps: int, tiles: dict | None = None) -> 
     args = list(args)
     for key, v in (tiles or {}).items():
         args[fn.arg_names.index(key)] = v
-    sig, consts = {}, {}
-    for i, (n, a, p) in enumerate(zip(fn.arg_names, args, fn.params)):
-        if p.is_constexpr:
-            sig[n], consts[(i,)] = "constexpr", a
-        else:
-            sig[n] = PTR[a] if isinstance(a, torch.dtype) else "i32"
-    c = compile_sm90_cubin(fn, sig, consts, num_warps=num_warps)
+    consts = {n: a for n, a, p in zip(fn.arg_names, args, fn.params) if p.is_constexpr}
+    types = {n: PTR[a] if isinstance(a, torch.dtype) else "i32" for n, a, p in zip(fn.arg_names, args, fn.params)
+             if not p.is_constexpr}
+    c = compile_sm90_cubin(fn, consts, types, num_warps=num_warps)
     return {"registers": c.registers, "stack": c.stack, "sass": c.instructions()}
 
 

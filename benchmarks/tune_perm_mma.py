@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import triton
 
+from lowbit.bench.sass import compile_sm90 as compile_sm90_cubin
 from lowbit.kernels import _tl, gemv
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (3072, 768)]
@@ -51,12 +52,8 @@ def compile_sm90(a_kind: int, w_kind: int, x_ty: str, bn: int, bj: int, warps: i
                                "stride_om")}
     consts = dict(A_KIND=a_kind, W_KIND=w_kind, G=group, BJ=bj, BM=bm, BN=bn, HAS_SX=a_kind != 0, HAS_BIAS=True,
                   ASM=asm)
-    sig |= {c: "constexpr" for c in consts}
-    div16 = {"N", "K", "KP", "stride_xm", "stride_wn", "stride_om"}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if sig[a][0] == "*" or a in div16}
-    from lowbit.bench.sass import compile_sm90 as compile_sm90_cubin
-
-    c = compile_sm90_cubin(fn, sig, consts, attrs, warps, stages)
+    divisible = {a for a, t in sig.items() if t[0] == "*"} | {"N", "K", "KP", "stride_xm", "stride_wn", "stride_om"}
+    c = compile_sm90_cubin(fn, consts, sig, divisible, warps, stages)
     sass = c.sass
     loop = _main_loop(sass)
     return {"registers": c.registers, "stack": c.stack, "smem": c.shared,

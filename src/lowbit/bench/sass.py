@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +22,38 @@ class Cubin:
         """SASS instructions in the whole kernel (static count)."""
         return len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", self.sass, re.M))
 
+    def opcodes(self) -> Counter:
+        """How many times each SASS opcode (predicate stripped) occurs in the kernel."""
+        return Counter(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", self.sass, re.M))
+
     def mma(self) -> list[str]:
         """The distinct tensor-core instructions (HMMA / IMMA / HGMMA / IGMMA ...)."""
         return sorted(set(re.findall(r"\b(\w*MMA\.[\w.]+)", self.sass)))
 
 
-def compile_sm90(fn, signature: dict, constexprs: dict, attrs: dict | None = None, num_warps: int = 4,
+def compile_sm90(fn, consts: dict, types: dict | None = None, divisible=(), num_warps: int = 4,
                  num_stages: int = 3) -> Cubin:
-    """Compile the ``@triton.jit`` function ``fn`` for sm_90 (``signature`` / ``constexprs`` / ``attrs`` as
-    ``triton.compiler.ASTSource`` takes them) and read its resource usage and SASS."""
+    """Compile the ``@triton.jit`` function ``fn`` for sm_90 and read its resource usage and SASS.
+
+    Args:
+        consts: values of ``fn``'s constexpr parameters by name (other names are ignored).
+        types: Triton types of runtime arguments by name ("*i8", "i32", ...); others: "*i64" for names ending in
+            ``_ptr``, else "i32".
+        divisible: runtime arguments marked divisible by 16, as a real launch on aligned tensors / sizes gets
+            (without it loads are not vectorized): their names, or True for all.
+    """
     import triton
     from triton.backends.compiler import GPUTarget
 
-    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs or {})
+    sig, cx, attrs = {}, {}, {}
+    for i, (n, p) in enumerate(zip(fn.arg_names, fn.params)):
+        if p.is_constexpr:
+            sig[n], cx[(i,)] = "constexpr", consts[n]
+            continue
+        sig[n] = (types or {}).get(n, "*i64" if n.endswith("_ptr") else "i32")
+        if divisible is True or n in divisible:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=cx, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps,
                                                                           "num_stages": num_stages})
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
