@@ -60,8 +60,6 @@ def _ln_quant_kernel(x_ptr, w_ptr, b_ptr, y_ptr, q_ptr, s_ptr, static_ptr, H, ep
         store_codes(q_ptr + row * stride_qm, 0, _codes(tl.math.div_rn(v, s), KIND), H, KIND, False, BLOCK)
 
 
-
-
 def ln_quant(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, fmt: str | None,
              static_scale: torch.Tensor | None = None, out: tuple | None = None):
     """LayerNorm over the last dim of x (M, H), and (fmt given) per-token codes of the result.

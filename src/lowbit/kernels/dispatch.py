@@ -140,16 +140,20 @@ def quant_linear_forward(module: QuantLinear, x: torch.Tensor) -> torch.Tensor |
     y = _w4_paths(module, p, x2)
     if y is not None:
         return y.reshape(*x.shape[:-1], module.out_features)
-    if p.a_fmt is None:
-        a, sa = x2, None
-    else:
-        static = module.act_scale if module.act_spec.granularity == "tensor" else None
-        a, sa = torch.ops.lowbit.act_quant(x2, None, static, p.a_fmt)
-    bias = module.bias
-    y = torch.ops.lowbit.qgemm(a, sa, module.qweight, module._lb_sw, module._lb_aux, bias, module._lb_cnt,
+    a, sa = _input_codes(module, p, x2)
+    y = torch.ops.lowbit.qgemm(a, sa, module.qweight, module._lb_sw, module._lb_aux, module.bias, module._lb_cnt,
                                p.a_kind, p.w_kind, p.mode, p.group, module.out_features, module.in_features,
                                x.dtype)
     return y.reshape(*x.shape[:-1], module.out_features)
+
+
+def _input_codes(module: QuantLinear, p: Plan, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The GEMM's A operand: x2 itself for weight-only layers, else its act_quant codes and per-token scales (the
+    calibrated per-tensor scale where the scheme has one)."""
+    if p.a_fmt is None:
+        return x2, None
+    static = module.act_scale if module.act_spec.granularity == "tensor" else None
+    return torch.ops.lowbit.act_quant(x2, None, static, p.a_fmt)
 
 
 def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | None:
@@ -172,11 +176,7 @@ def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | 
                                         module.in_features, x2.dtype)
     if use_perm_mma(m) and module._lb_wp is not None and p.a_kind in A_CODES:
         # small M: one conversion per weight shared by the tokens through tl.dot on the permuted copy
-        if p.a_fmt is None:
-            a, sa = x2, None
-        else:
-            static = module.act_scale if module.act_spec.granularity == "tensor" else None
-            a, sa = torch.ops.lowbit.act_quant(x2, None, static, p.a_fmt)
+        a, sa = _input_codes(module, p, x2)
         return torch.ops.lowbit.mma_w4_perm(a, sa, module._lb_wp, module._lb_sp, module._lb_zp, module.bias,
                                             module._lb_cnt, p.a_kind, p.w_kind, p.group, module.out_features,
                                             module.in_features, x2.dtype)

@@ -374,7 +374,6 @@ def gemv_w4_perm(x: torch.Tensor, wp: torch.Tensor, sp: torch.Tensor, zp: torch.
     return out
 
 
-
 # --- 2 <= M <= PERM_MMA_MAX_M on the same permuted copy, on tensor cores ---------------------------------------
 # Nibble t of a (BN, BJ) word tile is a (BN, BJ) slice of group t of the block: one conversion per weight, shared
 # by all BM token rows through tl.dot (mma), the group scale applied to the (BM, BN) partial product after the dot.
@@ -564,12 +563,10 @@ def _perm_mma_kernel(x_ptr, sx_ptr, w_ptr, sw_ptr, z_ptr, bias_ptr, out_ptr, ws_
                 zt = tl.full((1, 1), OFF3, tl.float32).to(DT)
             else:
                 zt = 0
-            if USE_ASM and W_KIND == 5:
-                wt = w8[t]
-            elif USE_ASM and W_KIND == 4:
-                wt = w8[t]
+            if USE_ASM and W_KIND == 3:
+                wt = w8[t] - zt  # int4: the decoder leaves the constant subtraction to here
             elif USE_ASM:
-                wt = w8[t] - zt
+                wt = w8[t]
             else:
                 wt = _nib_mma(wv, t, zt, A_KIND, W_KIND, DT)  # (BN, BJ)
             if A_KIND == 1:
@@ -673,6 +670,7 @@ def mma_w4_perm(x: torch.Tensor, x_scale: torch.Tensor | None, a_kind: int, wp: 
         A_KIND=a_kind, W_KIND=w_kind, G=group, BJ=bj, BM=max(16, triton.next_power_of_2(m)), BN=bn,
         HAS_SX=x_scale is not None, HAS_BIAS=bias is not None, ASM=x.is_cuda, num_warps=warps, num_stages=stages)
     return out
+
 
 @triton.jit
 def _w_val(n, W_KIND: tl.constexpr):
