@@ -3,7 +3,7 @@ import pytest
 from lowbit.errors import SchemeError
 from lowbit.scheme import PRESETS, Override, QuantSpec, Scheme, get_scheme
 
-EXPECTED = {"w8a8-int8", "w8a8-fp8", "w4a16", "w4a16-fp4", "w4a8-int", "w4a8-fp", "w4a4-int", "w4a4-fp4"}
+EXPECTED = {"w8a8-int8", "w8a8-fp8", "w4a16", "w4a16-fp4", "w4a8-int", "w4a8-fp", "w4a4-int", "w4a4-int-channel", "w4a4-fp4"}
 
 
 def test_presets_are_the_documented_set():

@@ -159,10 +159,8 @@ def test_w4a4_engine_codes_are_int8_held_int4(interp, bert, seq):
 
 
 def test_w4a4_channel_option(interp, bert):
-    """The per-channel W4A4 option: reference graph == un-fused model, kernel graph == both (as the presets)."""
-    from lowbit.engine import W4A4_INT_CHANNEL
-
-    q = lowbit.quantize(copy.deepcopy(bert), W4A4_INT_CHANNEL, progress=False)
+    """The per-channel W4A4 preset: reference graph == un-fused model, kernel graph == both (as the others)."""
+    q = lowbit.quantize(copy.deepcopy(bert), "w4a4-int-channel", progress=False)
     assert {m.weight_spec.granularity for m in q.modules() if hasattr(m, "weight_spec")} == {"channel"}
     b = _batch()
     _assert_rounding(Engine.from_quantized(q, device="cpu").hidden_states(b)[0], _hf_hidden(q, b),

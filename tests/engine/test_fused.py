@@ -97,11 +97,10 @@ def test_gemm_rejects_mismatched_residual(interp):
 def test_gemm_on_held_codes_equals_packed(interp, scheme, k, m):
     """The engine's layout (4-bit codes held one per byte as 8-bit codes) runs the 8-bit A path and gives exactly
     what the packed codes give (same integer / fp8 products, same scales), and matches the reference."""
-    from lowbit.engine.engine import W4A4_INT_CHANNEL
     from lowbit.kernels import reference
 
     n = 72  # N tail against BN 64; k 96: K tail against BK 128 on the per-channel path
-    s = W4A4_INT_CHANNEL if scheme == "w4a4-int-channel" else PRESETS[scheme]
+    s = PRESETS[scheme]
     mod = QuantLinear.from_float(nn.Linear(k, n), s.weights, s.activations)
     wt = kernel_weights(["t"], [mod], mod.bias.detach())
     fmt = mod.act_spec.format
@@ -128,10 +127,8 @@ def test_gemm_rejects_codes_of_another_width(interp):
 
 
 def test_w4a4_channel_option_runs_the_w8a8_gemm(interp):
-    """W4A4_INT_CHANNEL on held codes launches the W8A8-INT8 kernel: same A / W kinds and mode (no group loop)."""
-    from lowbit.engine.engine import W4A4_INT_CHANNEL
-
-    s, w8 = W4A4_INT_CHANNEL, PRESETS["w8a8-int8"]
+    """w4a4-int-channel on held codes launches the W8A8-INT8 kernel: same A / W kinds and mode (no group loop)."""
+    s, w8 = PRESETS["w4a4-int-channel"], PRESETS["w8a8-int8"]
     pc = kernel_weights(["t"], [QuantLinear.from_float(nn.Linear(96, 40), s.weights, s.activations)], None)
     ref = kernel_weights(["t"], [QuantLinear.from_float(nn.Linear(96, 40), w8.weights, w8.activations)], None)
     held = torch.zeros(20, 96, dtype=torch.int8)

@@ -2,6 +2,6 @@
 
 Importing `lowbit.engine` imports triton (the fused kernels are defined at import) but starts no CUDA work.
 """
-from lowbit.engine.engine import W4A4_INT_CHANNEL, Engine
+from lowbit.engine.engine import Engine
 
-__all__ = ["Engine", "W4A4_INT_CHANNEL"]
+__all__ = ["Engine"]

@@ -36,24 +36,11 @@ from lowbit.errors import ModelError
 from lowbit.kernels import act_quant, reference
 from lowbit.nn.qlinear import QuantLinear
 from lowbit.quant.qtensor import QTensor
-from lowbit.scheme import QuantSpec, Scheme
 
 FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert", "mpnet")
 SEQ_BUCKETS = (16, 32, 64, 128, 256, 384, 512)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 STAGES = ("gemm", "attention", "norm", "quantize", "other")
-
-# An option, not a preset's meaning changed: W4A4-INT with one int4 scale per output channel instead of the
-# w4a4-int preset's g128 groups. The GEMM then has no per-group float rescale in its K loop: on the engine's held
-# codes it is the W8A8-INT8 kernel (int8 x int8 -> int32, both scales in the epilogue); sm_90 compile of the
-# 128 x 128 tile at BERT-base FC1: 160 registers, no spills, vs 255 registers + 56 B of spills with g128.
-# Accuracy cost (packaged all-MiniLM-L6-v2, RTN, engine reference graph, 400 SST sentences, mean / min sentence-
-# embedding cosine to FP32; CPU, 2026-11-23): w4a4-int 0.734 / 0.508, this 0.713 / 0.498 (w4a8-int 0.926,
-# w8a8-int8 0.997): coarser weight scales cost 0.02 on top of what 4-bit activations already cost.
-# Not timed on a GPU yet. Use: lowbit.quantize(model, W4A4_INT_CHANNEL).
-W4A4_INT_CHANNEL = Scheme("w4a4-int-channel", QuantSpec("int4", "channel"),
-                          QuantSpec("int4", "token", dynamic=True))
-
 
 # --- projections -------------------------------------------------------------------------------------------------
 @dataclass
