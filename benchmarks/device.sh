@@ -27,6 +27,6 @@ for stage in "$@"; do
     intonly) python3 benchmarks/intonly_gpu.py --sweep --sweep-large 32x384 --out "$OUT/intonly" ${INTONLY_ARGS:-} 2>&1 | tee "$OUT/intonly.log" ;;
     engine) mkdir -p "$OUT/engine"
             OUT=$OUT/engine python3 benchmarks/encoder_h100.py bert-base 4 100 --check-layers --only-check 2>&1 | tee "$OUT/engine-check.log"
-            OUT=$OUT/engine python3 benchmarks/encoder_h100.py bert-base ${ENGINE_BATCHES:-1,128,8,32} ${ENGINE_SEQS:-128,384} 2>&1 | tee "$OUT/engine.log" ;;
+            OUT=$OUT/engine python3 benchmarks/encoder_h100.py bert-base ${ENGINE_BATCHES:-1,128,8,32} ${ENGINE_SEQS:-128,384} ${ENGINE_ARGS:-} 2>&1 | tee "$OUT/engine.log" ;;
   esac
 done

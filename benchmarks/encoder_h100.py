@@ -198,6 +198,8 @@ def parse_args(argv=None):
     p.add_argument("--regs", action="store_true", help="offline sm_90 registers / SASS of the engine GEMM")
     p.add_argument("--only-check", action="store_true", help="skip the timing")
     p.add_argument("--no-stages", action="store_true", help="timing without the per-stage breakdown")
+    p.add_argument("--time-schemes", type=lambda v: tuple(v.split(",")), default=encoder.SCHEMES,
+                   help=f"schemes timed (default {','.join(encoder.SCHEMES)})")
     return p.parse_args(argv)
 
 
@@ -224,11 +226,11 @@ def main() -> None:
             meta = {"gpu": torch.cuda.get_device_name(), "commit": os.environ.get("LOWBIT_COMMIT", ""),
                     "torch": torch.__version__}
             with open(f"{OUT}/encoder-{name}.md", "w") as f:
-                f.write(f"{meta}\n\n" + encoder.to_markdown(rows))
+                f.write(f"{meta}\n\n" + encoder.to_markdown(rows, a.time_schemes))
             with open(f"{OUT}/encoder-{name}.json", "w") as f:
                 json.dump({"meta": meta, "rows": rows}, f, indent=1)
 
-    encoder.run_encoder(name, a.batches, a.seqs, log=log, stages=not a.no_stages)
+    encoder.run_encoder(name, a.batches, a.seqs, a.time_schemes, log=log, stages=not a.no_stages)
 
 
 if __name__ == "__main__":
