@@ -8,7 +8,8 @@
     PYTHONPATH=src .venv/bin/python benchmarks/gemm_regs.py --sweep --only attention  # both attention variants
 
 Each tile is compiled for the three epilogues the graph launches: Q/K/V (one term, int8 out), FC1 (one term, 16-bit
-codes in int32) and O / FC2 (the residual sum, 16-bit). Integer arguments and pointers are marked divisible by 16,
+codes in int32) and O / FC2 (the residual sum, 16-bit), with the 32-bit requantization calibrated BERT-base takes
+(intonly.hi_word_modes' mode 2; ``--int64`` adds the int64 one beside it). Integer arguments and pointers are marked divisible by 16,
 as the JIT specializes them at BERT's shapes (M = batch x tokens, N and K multiples of 768): without that the int8
 tile loads are not vectorized, every element keeps its own 64-bit address, and any tile reads 255 registers.
 The attention is compiled at head dim 64 with the key mask, for the int32 and the int64 Shiftmax paths, the
@@ -54,10 +55,13 @@ def per_score(r: dict, block_m: int, block_n: int, warps: int, t_pad: int) -> fl
     return (r["instructions"] - r["looped"] + r["looped"] * t_pad // block_n) / (block_m * t_pad / (32 * warps))
 
 
-def compile_linear(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: str, bits: int, two: bool) -> dict:
+def compile_linear(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: str, bits: int, two: bool,
+                   hi_word: int = 2) -> dict:
+    """hi_word: the epilogue's requantization (intonly.hi_word_modes), 2 the 32-bit one calibrated BERT-base's GEMMs
+    take, 0 the int64 one."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    consts = dict(LO=lo, HI=hi, LO1=2 * lo, HI1=2 * hi + 1, HAS_BIAS=False, HAS_LIN_BIAS=True, TWO=two, BLOCK_M=bm,
-                  BLOCK_N=bn, BLOCK_K=bk)
+    consts = dict(LO=lo, HI=hi, LO1=2 * lo, HI1=2 * hi + 1, HAS_BIAS=False, HAS_LIN_BIAS=True, TWO=two,
+                  HI_WORD=hi_word, HI_WORD2=hi_word or 1, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
     return compile_sm90(G._linear_rq_kernel, consts, dict(x_ptr="*i8", w_ptr="*i8", z2_ptr="*i32", out_ptr=out_ptr),
                         warps, stages)
 
@@ -118,6 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sweep", action="store_true", help="every tile benchmarks/intonly_gpu.py --sweep times")
     ap.add_argument("--only", choices=("linear", "attention"), help="only the linears or only the attention")
+    ap.add_argument("--int64", action="store_true", help="the linears' int64 requantization epilogue too")
     a = ap.parse_args()
     for fam, tile in configs(a.sweep):
         if fam.startswith("attention") and a.only != "linear":
@@ -125,8 +130,10 @@ def main() -> None:
         elif not fam.startswith("attention") and a.only != "attention":
             bm, bn, bk, warps, stages = tile
             for label, out_ptr, bits, two in EPILOGUES:
-                report(f"{fam} {label}", f"{bm}x{bn}x{bk} warps {warps} stages {stages}",
-                       compile_linear(bm, bn, bk, warps, stages, out_ptr, bits, two))
+                for hi_word in (2, 0) if a.int64 else (2,):
+                    r = compile_linear(bm, bn, bk, warps, stages, out_ptr, bits, two, hi_word)
+                    report(f"{fam} {label}{', int64 rq' if not hi_word else ''}",
+                           f"{bm}x{bn}x{bk} warps {warps} stages {stages}", r, f"  SASS {r['instructions']}")
 
 
 if __name__ == "__main__":

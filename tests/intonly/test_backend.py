@@ -138,3 +138,23 @@ def test_kernel_forward_reads_nothing_back_from_the_device(bert, monkeypatch):
     h_k, _ = im.integer_forward(im._backend("kernel"), *args)
     monkeypatch.undo()
     assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])
+
+
+@needs_kernels
+def test_calibrated_bert_linears_take_the_32_bit_requantization(bert, monkeypatch):
+    """Every GEMM of a calibrated BERT's forward has its multipliers' shifts and operand bounds known on the host, so
+    its epilogue runs the 32-bit HI_WORD requantization (the fast path is not dead code), and the codes stay the INT
+    backend's."""
+    from lowbit.kernels import intonly_gemm
+
+    im, args = bert
+    chosen = []
+    orig = intonly_gemm.hi_word_modes
+
+    def spy(*a, **kw):
+        chosen.append(orig(*a, **kw))
+        return chosen[-1]
+    monkeypatch.setattr(intonly_gemm, "hi_word_modes", spy)
+    h_k, _ = im.integer_forward(im._backend("kernel"), *args)
+    assert chosen and all(all(modes) for modes in chosen), chosen
+    assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])

@@ -22,7 +22,7 @@ The same code runs on :data:`~lowbit.intonly.dyadic.INT` (integer-only) and ``SI
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -244,8 +244,8 @@ class IntEncoder(nn.Module):
         """The dyadic multiplier of requantization point `key` (calibrated and built on first use)."""
         if key not in self.plan:
             self._calibrate_scale(key, z * _t(in_scale, z), bits)
-            self.plan[key] = dyadic(torch.as_tensor(in_scale, dtype=torch.float64) / self.scales[key],
-                                    mantissa_bits(in_bits))
+            self.plan[key] = replace(dyadic(torch.as_tensor(in_scale, dtype=torch.float64) / self.scales[key],
+                                            mantissa_bits(in_bits)), z_bits=in_bits)
         return self.plan[key]
 
     def _float_rq(self, key: str) -> bool:
@@ -527,7 +527,9 @@ def _concat_linears(lins: list[IntLinear], ms: list[Dyadic]) -> tuple[torch.Tens
     are those of the three apart)."""
     ns = [lin.codes.shape[0] for lin in lins]
     b, c = (torch.cat([getattr(m, f).reshape(-1).expand(n) for m, n in zip(ms, ns)]) for f in ("b", "c"))
-    return torch.cat([lin.codes for lin in lins]), torch.cat([lin.bias for lin in lins]), Dyadic(b, c)
+    c_min = None if any(m.c_min is None for m in ms) else min(m.c_min for m in ms)
+    z_bits = None if any(m.z_bits is None for m in ms) else max(m.z_bits for m in ms)
+    return torch.cat([lin.codes for lin in lins]), torch.cat([lin.bias for lin in lins]), Dyadic(b, c, c_min, z_bits)
 
 
 def _value(A, z) -> torch.Tensor:
@@ -561,7 +563,7 @@ def _map_ints(v, fn):
     if isinstance(v, torch.Tensor):
         return v if v.is_floating_point() else fn(v)
     if isinstance(v, Dyadic):
-        return Dyadic(fn(v.b), fn(v.c))
+        return Dyadic(fn(v.b), fn(v.c), v.c_min, v.z_bits)
     if isinstance(v, tuple):
         return tuple(_map_ints(x, fn) for x in v)
     return v

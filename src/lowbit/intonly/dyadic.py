@@ -18,7 +18,7 @@ object ``A`` and runs on either backend:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,13 +38,27 @@ class Dyadic:
 
     b: torch.Tensor
     c: torch.Tensor
+    # the smallest shift c among the nonzero multipliers (64 if all are zero), known on the host: computed where b
+    # and c are CPU tensors, carried along by to(); None where unknown (built on a GPU). Kernels read it to choose
+    # their 32-bit requantization (lowbit.kernels.intonly.hi_word_modes) without reading device memory
+    # during a forward (CUDA-graph capture).
+    c_min: int | None = field(default=None, compare=False)
+    # |z| < 2^z_bits for every z the graph multiplies by this multiplier (its plan's bound, e.g. K 2^14 + max |bias|
+    # for a linear's product plus its INT32 bias), or None: lets a kernel pre-shift z on 32 bits where c < 33
+    z_bits: int | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.c_min is None and self.b.device.type == "cpu" and self.c.device.type == "cpu":
+            b, c = torch.broadcast_tensors(self.b, self.c)
+            c = c[b != 0]
+            object.__setattr__(self, "c_min", int(c.min()) if c.numel() else 64)
 
     def value(self) -> torch.Tensor:
         """float64 value (for reports and tests, never in the data path)."""
         return self.b.double() * torch.pow(2.0, -self.c.double())
 
     def to(self, device) -> "Dyadic":
-        return Dyadic(self.b.to(device), self.c.to(device))
+        return Dyadic(self.b.to(device), self.c.to(device), self.c_min, self.z_bits)
 
 
 def dyadic(x, bits: int = 31) -> Dyadic:

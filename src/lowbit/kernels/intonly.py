@@ -154,26 +154,67 @@ def _tile(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _hi_word_rq(p, c):
+    """round_half_up(p / 2^c) for int64 p with |p| < 2^63 - 2^32 and c >= 33, on 32 bits: the high word h = floor(p /
+    2^32) is a register of p (no shift), and floor((p + 2^(c-1)) / 2^c) = ((h >> (c - 33)) + 1) >> 1 (nested floors
+    of divisions by powers of two; h >> (c-33) < 2^31 - 1 there, so the + 1 cannot wrap)."""
+    h = (p >> 32).to(tl.int32)
+    return ((h >> (c - 33)) + 1) >> 1
+
+
+@triton.jit
+def _hi_word_term(z, b, c_ptr, cols, cok, lin_bias_ptr, HAS_LIN_BIAS: tl.constexpr, MODE: tl.constexpr):
+    """round_half_up((z + lin_bias) b / 2^c) of one term on the HI_WORD path (hi_word_modes). MODE 2: z + lin_bias
+    is below 2^(31 - e) for e = 33 - c (the host's z_bits bound), so it is shifted left by e on 32 bits and the
+    shift becomes 33; MODE 1: every c >= 33, and the linear bias joins as the per-column product lin_bias b. A
+    column whose b is 0 may carry any c (dyadic() gives 1): its product is 0 whatever the shift."""
+    c = tl.load(c_ptr + cols, mask=cok, other=33).to(tl.int32)
+    if MODE == 2:
+        z = z.to(tl.int32)
+        if HAS_LIN_BIAS:
+            z = z + tl.load(lin_bias_ptr + cols, mask=cok, other=0).to(tl.int32)
+        p = (z << tl.maximum(33 - c, 0)).to(tl.int64) * b
+    else:
+        p = z.to(tl.int64) * b
+        if HAS_LIN_BIAS:
+            p = p + tl.load(lin_bias_ptr + cols, mask=cok, other=0).to(tl.int32).to(tl.int64) * b
+    return _hi_word_rq(p, tl.maximum(c, 33))
+
+
+@triton.jit
 def _rq_store(z, rows, cols, ok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr,
               stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr,
-              HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr):
+              HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, HI_WORD: tl.constexpr,
+              HI_WORD2: tl.constexpr):
     """Store clamp(round_half_up(((z + lin_bias) * b + bias) / 2^c)) per column of the integer tile z; with TWO the
     residual sum: each term clamped to LO1..HI1 (bits + 1), the sum to LO..HI (IntArith.rq_linear / rq_sum).
     Shared by the requant kernel and the GEMM epilogue. b, c and the linear bias are narrowed to int32 (|b| < 2^31
     from dyadic(), INT32 biases, c < 64): the products are 64 x 32-bit, which in the GEMM epilogue fit Q/K/V apart
-    (128x64 tile, int8 out) in 168 registers instead of 254 (benchmarks/gemm_regs.py)."""
-    z = z.to(tl.int64)
-    if HAS_LIN_BIAS:  # the INT32 bias of the linear that produced z, added before the multiply
-        z = z + tl.load(lin_bias_ptr + cols, mask=cok, other=0).to(tl.int32)
-    z = z * tl.load(b_ptr + cols, mask=cok, other=0).to(tl.int32)
-    if HAS_BIAS:
-        z = z + tl.load(bias_ptr + cols, mask=cok, other=0)
-    v = _requant(z, tl.load(c_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
-    if TWO:
-        z2 = tl.load(z2_ptr + rows * stride_z2 + cols, mask=ok, other=0).to(tl.int64)
-        b2 = tl.load(b2_ptr + cols, mask=cok, other=0).to(tl.int32)
-        v2 = _requant(z2 * b2, tl.load(c2_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
-        v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
+    (128x64 tile, int8 out) in 168 registers instead of 254 (benchmarks/gemm_regs.py).
+    HI_WORD / HI_WORD2 > 0 (the modes hi_word_modes chose on the host for each term): each term is one 32 x 32 ->
+    64-bit multiply whose high word is rounded and shifted on 32 bits (_hi_word_term), instead of 64-bit adds,
+    variable 64-bit shifts and clamps; 0: that int64 arithmetic."""
+    b = tl.load(b_ptr + cols, mask=cok, other=0).to(tl.int32)
+    if HI_WORD > 0:
+        v = _hi_word_term(z, b, c_ptr, cols, cok, lin_bias_ptr, HAS_LIN_BIAS, HI_WORD)
+        if TWO:
+            z2 = tl.load(z2_ptr + rows * stride_z2 + cols, mask=ok, other=0)
+            b2 = tl.load(b2_ptr + cols, mask=cok, other=0).to(tl.int32)
+            v2 = _hi_word_term(z2, b2, c2_ptr, cols, cok, lin_bias_ptr, False, HI_WORD2)
+            v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
+    else:
+        z = z.to(tl.int64)
+        if HAS_LIN_BIAS:  # the INT32 bias of the linear that produced z, added before the multiply
+            z = z + tl.load(lin_bias_ptr + cols, mask=cok, other=0).to(tl.int32)
+        z = z * b
+        if HAS_BIAS:
+            z = z + tl.load(bias_ptr + cols, mask=cok, other=0)
+        v = _requant(z, tl.load(c_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
+        if TWO:
+            z2 = tl.load(z2_ptr + rows * stride_z2 + cols, mask=ok, other=0).to(tl.int64)
+            b2 = tl.load(b2_ptr + cols, mask=cok, other=0).to(tl.int32)
+            v2 = _requant(z2 * b2, tl.load(c2_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
+            v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
     v = tl.minimum(tl.maximum(v, LO), HI)
     tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
 
@@ -181,12 +222,12 @@ def _rq_store(z, rows, cols, ok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_p
 @triton.jit
 def _rq_kernel(z_ptr, b_ptr, c_ptr, bias_ptr, lin_bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, stride_z, stride_z2,
                stride_out, LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr,
-               HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, BLOCK_M: tl.constexpr,
-               BLOCK_N: tl.constexpr):
+               HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, HI_WORD: tl.constexpr,
+               HI_WORD2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
     z = tl.load(z_ptr + rows * stride_z + cols, mask=ok, other=0)
     _rq_store(z, rows, cols, ok, cols < N, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr,
-              stride_z2, stride_out, LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO)
+              stride_z2, stride_out, LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2)
 
 
 @triton.jit
@@ -378,6 +419,30 @@ def _block_m(block_n: int, values: int) -> int:
     return max(1, min(64, values // block_n))
 
 
+_NARROW = (torch.int8, torch.uint8, torch.int16, torch.int32)
+
+
+def hi_word_modes(m: Dyadic, bias: torch.Tensor | None, term2: tuple[torch.Tensor, Dyadic] | None,
+                  z: torch.Tensor | None = None) -> tuple[int, int]:
+    """(HI_WORD, HI_WORD2) of _rq_store for the first term (z, or a GEMM's int32 accumulator when z is None, times m)
+    and the second (term2), from host-side facts only (no device read: the forward is captured in CUDA graphs):
+    2 where the plan's bound z_bits leaves room to shift z + lin_bias left to a shift of 33 on 32 bits
+    (z_bits + 33 - c_min <= 31), 1 where every shift of a nonzero multiplier is >= 33 already (Dyadic.c_min) and the
+    term has at most 32 bits, and (0, 0) (the int64 path) when either term has neither or there is a bias at shift
+    precision. Calibrated BERT-base: Q/K/V c = 37-38; FC1 (16-bit out), the residual sums' terms c = 29-32 with
+    z_bits 16-26, so they take mode 2."""
+    def mode(d: Dyadic, t: torch.Tensor | None) -> int:
+        if d.c_min is None:
+            return 0
+        if d.z_bits is not None and d.z_bits + max(0, 33 - d.c_min) <= 31:
+            return 2
+        return 1 if d.c_min >= 33 and (t is None or t.dtype in _NARROW) else 0
+
+    m1 = mode(m, z) if bias is None else 0
+    m2 = mode(term2[1], term2[0]) if term2 is not None else 1
+    return (m1, m2) if m1 and m2 else (0, 0)
+
+
 def _rows(x: torch.Tensor) -> torch.Tensor:
     x = x.reshape(-1, x.shape[-1])
     return x if x.stride(-1) == 1 else x.contiguous()
@@ -407,9 +472,10 @@ def requant(z: torch.Tensor, m: Dyadic, bits: int, bias: torch.Tensor | None = N
     block = min(values, triton.next_power_of_2(n))
     bm, rows = _block_m(block, values), z2d.shape[0]
     grid = (triton.cdiv(rows, bm), triton.cdiv(n, block))
+    modes = hi_word_modes(m, bias, term2, z)
     _rq_kernel[grid](z2d, bc[0], bc[1], bias_t, lin_t, z2, bc2[0], bc2[1], out, rows, n, z2d.stride(0), z2.stride(0),
-                     out.stride(0), lo, hi, lo1, hi1, bias is not None, lin_bias is not None, term2 is not None, bm,
-                     block, num_warps=warps)
+                     out.stride(0), lo, hi, lo1, hi1, bias is not None, lin_bias is not None, term2 is not None,
+                     *modes, bm, block, num_warps=warps)
     return out.reshape(z.shape)
 
 

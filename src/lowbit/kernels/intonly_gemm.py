@@ -25,7 +25,7 @@ import triton.language as tl
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
 from lowbit.kernels.intonly import (_floordiv, _ratio_i32, _requant, _row_reciprocal, _rows, _rq_store, _shift_exp,
-                                    _shift_exp_i32, channel_dyadic, out_dtype, shiftmax_i32)
+                                    _shift_exp_i32, channel_dyadic, hi_word_modes, out_dtype, shiftmax_i32)
 
 
 def int_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -97,7 +97,8 @@ def bmm(a: torch.Tensor, b: torch.Tensor, block_m: int = 64, block_n: int = 64, 
 def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, K,
                       stride_x, stride_w, stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr,
                       LO1: tl.constexpr, HI1: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr,
-                      TWO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      TWO: tl.constexpr, HI_WORD: tl.constexpr, HI_WORD2: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # grid (M tiles, N tiles), M fastest: a wave shares few weight tiles. No grouped (swizzled) order: it needs an
     # index division (the kernels have none, test_kernels), and BERT-base's operands at 32 x 128 (x 3-12 MB,
     # w <= 2.4 MB) fit the H100's 50 MB L2 anyway
@@ -118,7 +119,7 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
     rows, cols = rm.to(tl.int64)[:, None], rn[None, :]
     cok = cols < N
     _rq_store(acc, rows, cols, (rows < M) & cok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr,
-              out_ptr, stride_z2, stride_out, LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO)
+              out_ptr, stride_z2, stride_out, LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2)
 
 
 # Launch tiles of linear_rq: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) by family (see _family); benchmarks/
@@ -204,7 +205,8 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
     grid = (triton.cdiv(rows, bm), triton.cdiv(n, bn))
     _linear_rq_kernel[grid](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], out, rows, n, k, x2.stride(0),
                             w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1, hi1, bias is not None,
-                            lin_bias is not None, term2 is not None, bm, bn, bk, num_warps=warps,
+                            lin_bias is not None, term2 is not None, *hi_word_modes(m, bias, term2), bm, bn, bk,
+                            num_warps=warps,
                             num_stages=stages)
     return out.reshape(*lead, n)
 
