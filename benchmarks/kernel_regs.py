@@ -6,6 +6,7 @@ kernel's launch arguments, then compiles every kernel for sm_90 at those constan
 
     PYTHONPATH=src .venv/bin/python benchmarks/kernel_regs.py                     # the launches as configured (TILES)
     PYTHONPATH=src .venv/bin/python benchmarks/kernel_regs.py --old-tiles         # the 4096-value tiles of 9d74dae
+    PYTHONPATH=src .venv/bin/python benchmarks/kernel_regs.py --sweep             # I-LayerNorm: every sweep option
 
 A thread has at most 255 registers, an SM 64 K: registers x threads per program bounds how many programs an SM runs.
 I-LayerNorm's line also gives the SASS a thread executes per value of its rows, loops weighted by their trips.
@@ -13,11 +14,13 @@ I-LayerNorm's line also gives the SASS a thread executes per value of its rows, 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 import triton
@@ -112,6 +115,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--old-tiles", action="store_true",
                     help="4096-value tiles, 4 warps, as before the H100 timing (I-LayerNorm 4 rows x 1024)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="I-LayerNorm at every option benchmarks/intonly_gpu.py --sweep times (launched at 32 x 128 "
+                         "and 32 x 384) instead of TILES")
     ap.add_argument("--record", help=argparse.SUPPRESS)  # internal: the interpreter run writes its launches here
     a = ap.parse_args()
     if a.record:
@@ -125,7 +131,7 @@ def main() -> None:
     old = {"_rq_kernel": {"BLOCK_M": 4, "BLOCK_N": 1024}, "_shift_gelu_kernel": {"BLOCK_M": 4, "BLOCK_N": 1024},
            "_layernorm_kernel": {"BLOCK_M": 4, "BLOCK_C": 1024}, "_shiftmax_kernel": {"BLOCK_M": 256, "BLOCK_T": 16}}
     for name, (warps, args) in launches.items():
-        for label, over in variants(name, args):
+        for label, over in variants(name, args, a.sweep):
             tiles = (old.get(name) if a.old_tiles else None) or {}
             tiles = tiles | over
             warps = tiles.pop("num_warps", warps)
@@ -136,7 +142,8 @@ def main() -> None:
             threads = 32 * (4 if a.old_tiles else warps)
             if "executed" in r:  # I-LayerNorm: per value of the rows (C = 768 of a padded one-chunk tile)
                 per = shape["BLOCK_M"] * args[fn.arg_names.index("C")] / threads
-                note = f"{r['executed'] / per:.0f} executed per value, {per:g} values a thread"
+                note = (f"{r['executed'] / per:.0f} executed per value, {per:g} values a thread, "
+                        f"stages {tiles['STAGES']}")
             else:
                 per = shape_values(shape) // threads
                 note = f"{r['sass'] / max(per, 1):.0f} per value, {per} values a thread"
@@ -152,18 +159,34 @@ def shape_values(shape: dict) -> int:
     return v
 
 
-def ln_launch(rows: int) -> dict:
-    """The constexprs and warps of K.ln_tile at rows x 768."""
-    return dict(zip(("BLOCK_M", "BLOCK_C", "num_warps", "ONE_CHUNK"), K.ln_tile(rows, 768)))
+def ln_launch(rows: int, option: tuple[int, ...] | None = None) -> dict:
+    """The constexprs and warps of K.ln_tile at rows x 768, with TILES["layernorm"] = option if given."""
+    saved = K.TILES["layernorm"]
+    K.TILES["layernorm"] = option or saved
+    try:
+        return dict(zip(("BLOCK_M", "BLOCK_C", "num_warps", "STAGES", "ONE_CHUNK"), K.ln_tile(rows, 768)))
+    finally:
+        K.TILES["layernorm"] = saved
 
 
-def variants(name: str, args) -> list[tuple[str, dict]]:
+def ln_sweep() -> list[tuple[str, dict]]:
+    """Every SWEEP["layernorm"] option of benchmarks/intonly_gpu.py as launched at 32 x 128 and 32 x 384."""
+    spec = importlib.util.spec_from_file_location("intonly_gpu", Path(__file__).with_name("intonly_gpu.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return [(f" {opt} 32x{t}", ln_launch(rows, opt)) for opt in bench.SWEEP["layernorm"]
+            for t, rows in ((128, 4096), (384, 12288))]
+
+
+def variants(name: str, args, sweep: bool = False) -> list[tuple[str, dict]]:
     """(label, constexpr overrides) to compile: the launch as recorded, and for the kernels with an int32 path
     (I32) the int64 fallback too; Shiftmax also at the tiles of T = 128 and 384 (TILES["shiftmax"]); I-LayerNorm at
     the launcher's tiles for BERT-base batch 1, 8 and 32 x 128 and 32 x 384 (K.ln_tile) and with the mean by long
-    division."""
+    division, or with ``sweep`` at every option of the on-device sweep."""
     fn = getattr(K, name)
     if name == "_layernorm_kernel":
+        if sweep:
+            return ln_sweep()
         return [(" 1x128", ln_launch(128)), (" 8x128", ln_launch(1024)), (" 32x128", ln_launch(4096)),
                 (" 32x384", ln_launch(12288)),
                 (" 32x128 mean div", ln_launch(4096) | {"MEAN_M": 0, "MEAN_SH": 0, "MEAN_K": 0})]

@@ -1,6 +1,6 @@
 """The I-LayerNorm kernel (lowbit.kernels.intonly.layernorm) against the torch integer backend, bit for bit, on every
-launch path: few rows (one row a program, the row in registers), rows per program > 1 with one chunk, column chunks;
-the mean's multiply and its long-division fallback; input widths from 4 to 16 bits; constant
+launch path: few rows (one row a program, the row in registers), rows per program > 1 with one chunk, column chunks
+(pipelined or not); the mean's multiply and its long-division fallback; input widths from 4 to 16 bits; constant
 rows (variance 0), variance 1, alternating min / max codes (the largest variance), C not a power of two. The int32
 Newton chain (_ln_factor) alone against Python's integers over variances from 1 to the bound ln_chain_bits proves,
 perfect squares and their neighbours (where integer Newton ends on s or oscillates between s and s + 1) included.
@@ -72,9 +72,21 @@ def test_layernorm_many_rows_bit_exact(dev, monkeypatch, fill, rows, c, bits):
     from lowbit.kernels import intonly
 
     monkeypatch.setattr(intonly, "LN_FILL_PROGRAMS", fill)
-    bm, block, _, one = intonly.ln_tile(rows, c)
+    bm, block, _, _, one = intonly.ln_tile(rows, c)
     assert bm > 1 and one == (block >= c)
     _check(_rows(rows, c, bits, dev), bits)
+
+
+@pytest.mark.parametrize("tile", [(16, 64, 2, 3), (8, 32, 1, 2), (32, 256, 8, 1)])
+def test_layernorm_sweep_tiles_bit_exact(dev, monkeypatch, tile):
+    """Tiles of the on-device sweep's kind (benchmarks/intonly_gpu.py SWEEP): more rows a warp, pipelined column
+    loops (stages only change the GPU schedule; the interpreter checks the indexing)."""
+    from lowbit.kernels import intonly
+
+    monkeypatch.setitem(intonly.TILES, "layernorm", tile)
+    monkeypatch.setattr(intonly, "LN_FILL_PROGRAMS", 1)
+    assert not intonly.ln_tile(37, 768)[-1]
+    _check(_rows(37, 768, 16, dev), 16)
 
 
 def test_layernorm_mean_fallback_and_iterations(dev, monkeypatch):
@@ -94,10 +106,10 @@ def test_ln_tile_fills_the_gpu():
     """Rows per program halve until a launch has 132 programs (or one row a program); the swept tile bounds them."""
     from lowbit.kernels.intonly import TILES, ln_tile
 
-    assert ln_tile(128, 768) == (1, 1024, 4, True)  # BERT-base batch 1: one row a program, the row in registers
-    assert ln_tile(197, 768)[:1] == (1,) and ln_tile(1024, 768) == (4, 1024, 8, True)
+    assert ln_tile(128, 768) == (1, 1024, 4, 1, True)  # BERT-base batch 1: one row a program, the row in registers
+    assert ln_tile(197, 768)[:1] == (1,) and ln_tile(1024, 768) == (4, 1024, 8, 1, True)
     assert ln_tile(4096, 768) == (*TILES["layernorm"], False)  # 32 x 128: the swept tile
-    bm, block, _, one = ln_tile(1, 8192)
+    bm, block, _, _, one = ln_tile(1, 8192)
     assert bm == 1 and not one and block < 8192
 
 

@@ -321,10 +321,13 @@ def _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, st
 def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, stride_out, LO: tl.constexpr,
                       HI: tl.constexpr, SBITS: tl.constexpr, QBITS: tl.constexpr, RBITS: tl.constexpr,
                       ITERATIONS: tl.constexpr, MEAN_M: tl.constexpr, MEAN_SH: tl.constexpr, MEAN_K: tl.constexpr,
-                      ONE_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                      ONE_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+                      STAGES: tl.constexpr):
     # BLOCK_M rows per program. ONE_CHUNK (C <= BLOCK_C): x is loaded once and kept in registers (int32); else the
     # columns go in chunks of BLOCK_C, twice: the sums, then the output. x is int32 (|x| < 2^(in_bits-1), the sum
     # < 2^31: ln_chain_bits); the variance is sum x^2 - m (2 sum x - C m) = sum (x - m)^2, both sums in one pass.
+    # A chunk's loads are used at once, so a warp waits out the memory latency each chunk; STAGES > 1 has Triton
+    # prefetch STAGES - 1 chunks through shared memory (LDGSTS on sm_90, 12-20% more SASS: kernel_regs.py --sweep).
     rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
     rok = rows < M
     if ONE_CHUNK:
@@ -334,7 +337,7 @@ def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, st
     else:
         s1 = tl.zeros((BLOCK_M, BLOCK_C), tl.int32)
         s2 = tl.zeros((BLOCK_M, BLOCK_C), tl.int64)
-        for c0 in range(0, C, BLOCK_C):
+        for c0 in tl.range(0, C, BLOCK_C, num_stages=STAGES):
             xc = _ln_load(x_ptr, rows, rok, c0 + tl.arange(0, BLOCK_C)[None, :], C, stride_x)
             s1 += xc
             s2 += xc.to(tl.int64) * xc
@@ -354,7 +357,7 @@ def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, st
         _ln_store((x - mean).to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out,
                   LO, HI)
     else:
-        for c0 in range(0, C, BLOCK_C):
+        for c0 in tl.range(0, C, BLOCK_C, num_stages=STAGES):
             cols = c0 + tl.arange(0, BLOCK_C)[None, :]
             y = _ln_load(x_ptr, rows, rok, cols, C, stride_x) - mean
             _ln_store(y.to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO,
@@ -398,13 +401,13 @@ def channel_dyadic(m: Dyadic, n: int, device) -> tuple[torch.Tensor, torch.Tenso
 
 # Launch tiles, measured on the H100 (benchmarks/intonly_gpu.py --sweep): values are int64 inside the kernels, so
 # large tiles cost registers and occupancy (4096-value tiles needed 110-255 registers a thread).
-# elementwise kernels: (values per program, warps); layernorm: (rows per program, column chunk, warps);
-# shiftmax: (values per program, warps), at least one whole row.
+# elementwise kernels: (values per program, warps); layernorm: (rows per program, column chunk, warps, software
+# pipeline stages of the column loops, 1 = none); shiftmax: (values per program, warps), at least one whole row.
 # Defaults = the sweep's picks at BERT-base batch 32 x 128 (H100, 2026-11-23, after the int32 kernels, the GEMM
 # epilogue and the fused attention; the whole forward moved 1-3% between options, (4, 256, 4) LayerNorm 35%). The
 # layernorm pick predates its int32 chain run once a warp, which moves the balance towards more rows a warp: not
-# re-swept yet.
-TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (512, 4), "layernorm": (8, 128, 4),
+# re-swept yet (benchmarks/intonly_gpu.py SWEEP lists the options).
+TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (512, 4), "layernorm": (8, 128, 4, 1),
                                      "shiftmax": (4096, 8)}
 
 
@@ -551,16 +554,16 @@ def ln_mean_magic(in_bits: int, c: int) -> tuple[int, int, int]:
 LN_FILL_PROGRAMS, LN_ONE_CHUNK = 132, 4096
 
 
-def ln_tile(rows: int, c: int) -> tuple[int, int, int, bool]:
-    """(rows per program, column chunk, warps, one chunk) of the I-LayerNorm launch for rows x c."""
-    bm0, block, warps = TILES["layernorm"]
+def ln_tile(rows: int, c: int) -> tuple[int, int, int, int, bool]:
+    """(rows per program, column chunk, warps, pipeline stages, one chunk) of the I-LayerNorm launch for rows x c."""
+    bm0, block, warps, stages = TILES["layernorm"]
     bm = bm0
     while bm > 1 and triton.cdiv(rows, bm) < LN_FILL_PROGRAMS:
         bm //= 2
     full = triton.next_power_of_2(c)
     if bm * full <= LN_ONE_CHUNK:
-        return bm, full, max(1, min(8, bm * full // 256)), True
-    return bm, min(full, max(block, bm0 * block // bm)), warps, False  # the swept tile's values
+        return bm, full, max(1, min(8, bm * full // 256)), 1, True
+    return bm, min(full, max(block, bm0 * block // bm)), warps, stages, False  # the swept tile's values
 
 
 def ln_chain_bits(in_bits: int, c: int, iterations: int) -> tuple[int, int] | None:
@@ -597,10 +600,11 @@ def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int) -> 
     lo, hi = qrange(bits)
     bias = bias.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous()
     rows = x2d.shape[0]
-    bm, block, warps, one = ln_tile(rows, c)
+    bm, block, warps, stages, one = ln_tile(rows, c)
     _layernorm_kernel[(triton.cdiv(rows, bm),)](x2d, bc[0], bc[1], bias, out, rows, c, x2d.stride(0), out.stride(0),
                                                 lo, hi, ln.in_bits + bits_for(c), *chain, ln.iterations,
-                                                *ln_mean_magic(ln.in_bits, c), one, bm, block, num_warps=warps)
+                                                *ln_mean_magic(ln.in_bits, c), one, bm, block, stages,
+                                                num_warps=warps)
     return out.reshape(x.shape)
 
 
