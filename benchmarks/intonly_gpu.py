@@ -206,7 +206,11 @@ def run_size(name, fp16, im, x, args) -> dict:
     return row
 
 
-SWEEP = {"layernorm": [(16, 128, 4), (8, 128, 4), (4, 256, 4), (32, 64, 4), (16, 64, 2), (32, 128, 8)],
+# layernorm: (rows per program, column chunk, warps, stages): the per-row chain runs once a warp for up to 32 rows
+# (lowbit.kernels.intonly._layernorm_kernel), so more rows a warp amortize it, and stages 3 pipeline the column
+# loads; `kernel_regs.py --sweep` prints each one's SASS as launched (at 4096 rows, up to 16 rows a program stay)
+SWEEP = {"layernorm": [(8, 128, 4, 1), (8, 128, 4, 3), (16, 64, 4, 1), (16, 64, 4, 3), (16, 64, 2, 3), (8, 64, 2, 3),
+                       (16, 32, 2, 3), (16, 128, 8, 3)],
          "requant": [(1024, 4), (512, 4), (2048, 8), (1024, 8), (512, 2)],
          "gelu": [(512, 4), (1024, 8), (256, 2), (1024, 4), (512, 8)],
          "shiftmax": [(2048, 4), (1024, 4), (4096, 8), (512, 2), (2048, 8)]}

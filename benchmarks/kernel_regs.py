@@ -6,17 +6,21 @@ kernel's launch arguments, then compiles every kernel for sm_90 at those constan
 
     PYTHONPATH=src .venv/bin/python benchmarks/kernel_regs.py                     # the launches as configured (TILES)
     PYTHONPATH=src .venv/bin/python benchmarks/kernel_regs.py --old-tiles         # the 4096-value tiles of 9d74dae
+    PYTHONPATH=src .venv/bin/python benchmarks/kernel_regs.py --sweep             # I-LayerNorm: every sweep option
 
 A thread has at most 255 registers, an SM 64 K: registers x threads per program bounds how many programs an SM runs.
+I-LayerNorm's line also gives the SASS a thread executes per value of its rows, loops weighted by their trips.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 import triton
@@ -77,7 +81,8 @@ def record() -> dict:
 
 
 def compile_sm90(name: str, args, num_warps: int, tiles: dict | None = None) -> dict:
-    """Compile kernel `name` for sm_90 with the recorded args (constexpr overrides in tiles); resource usage."""
+    """Compile kernel `name` for sm_90 with the recorded args (constexpr overrides in tiles); resource usage, and for
+    I-LayerNorm the SASS a thread executes (ln_executed)."""
     fn = getattr(K, name)
     args = list(args)
     for key, v in (tiles or {}).items():
@@ -85,14 +90,34 @@ def compile_sm90(name: str, args, num_warps: int, tiles: dict | None = None) -> 
     consts = {n: a for n, a, p in zip(fn.arg_names, args, fn.params) if p.is_constexpr}
     types = {n: PTR[a] if isinstance(a, torch.dtype) else "i32" for n, a, p in zip(fn.arg_names, args, fn.params)
              if not p.is_constexpr}
-    c = compile_sm90_cubin(fn, consts, types, num_warps=num_warps)
-    return {"registers": c.registers, "stack": c.stack, "sass": c.instructions()}
+    ln = name == "_layernorm_kernel"
+    # I-LayerNorm's arguments marked divisible by 16, as the JIT specializes them at BERT's shapes (rows, C = 768,
+    # strides, pointers): its x loads are then 128-bit, as on the device
+    c = compile_sm90_cubin(fn, consts, types, divisible=ln or (), num_warps=num_warps)
+    r = {"registers": c.registers, "stack": c.stack, "sass": c.instructions()}
+    if ln:
+        r["executed"] = ln_executed(c, consts, args[fn.arg_names.index("C")])
+    return r
+
+
+def ln_executed(c, consts: dict, channels: int) -> int:
+    """SASS instructions a thread of _layernorm_kernel executes (counted statically, loops weighted): its loops in
+    program order are the column passes (cdiv(C, BLOCK_C) trips each) around the Newton while loop (ITERATIONS - 1),
+    or that loop alone when the row is in registers (ONE_CHUNK)."""
+    newton, chunks = [consts["ITERATIONS"] - 1], [triton.cdiv(channels, consts["BLOCK_C"])]
+    trips = newton if consts["ONE_CHUNK"] else chunks + newton + chunks
+    bodies = c.loop_bodies()
+    assert len(bodies) == len(trips), f"_layernorm_kernel: loops {bodies}, expected {len(trips)}"
+    return c.instructions() + sum((t - 1) * b for t, b in zip(trips, bodies))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--old-tiles", action="store_true",
                     help="4096-value tiles, 4 warps, as before the H100 timing (I-LayerNorm 4 rows x 1024)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="I-LayerNorm at every option benchmarks/intonly_gpu.py --sweep times (launched at 32 x 128 "
+                         "and 32 x 384) instead of TILES")
     ap.add_argument("--record", help=argparse.SUPPRESS)  # internal: the interpreter run writes its launches here
     a = ap.parse_args()
     if a.record:
@@ -106,7 +131,7 @@ def main() -> None:
     old = {"_rq_kernel": {"BLOCK_M": 4, "BLOCK_N": 1024}, "_shift_gelu_kernel": {"BLOCK_M": 4, "BLOCK_N": 1024},
            "_layernorm_kernel": {"BLOCK_M": 4, "BLOCK_C": 1024}, "_shiftmax_kernel": {"BLOCK_M": 256, "BLOCK_T": 16}}
     for name, (warps, args) in launches.items():
-        for label, over in variants(name, args):
+        for label, over in variants(name, args, a.sweep):
             tiles = (old.get(name) if a.old_tiles else None) or {}
             tiles = tiles | over
             warps = tiles.pop("num_warps", warps)
@@ -114,10 +139,17 @@ def main() -> None:
             fn = getattr(K, name)
             shape = {k: args[fn.arg_names.index(k)] for k in fn.arg_names if k.startswith("BLOCK_")} | tiles
             shape = {k: v for k, v in shape.items() if k.startswith("BLOCK_")}
-            per = shape_values(shape) // (32 * (4 if a.old_tiles else warps))
+            threads = 32 * (4 if a.old_tiles else warps)
+            if "executed" in r:  # I-LayerNorm: per value of the rows (C = 768 of a padded one-chunk tile)
+                per = shape["BLOCK_M"] * args[fn.arg_names.index("C")] / threads
+                note = (f"{r['executed'] / per:.0f} executed per value, {per:g} values a thread, "
+                        f"stages {tiles['STAGES']}")
+            else:
+                per = shape_values(shape) // threads
+                note = f"{r['sass'] / max(per, 1):.0f} per value, {per} values a thread"
             print(f"{name + label:28s} warps {4 if a.old_tiles else warps}  tile {shape}  registers "
-                  f"{r['registers']:3d}  stack {r['stack']:4d} B  SASS instructions {r['sass']:5d} "
-                  f"({r['sass'] / max(per, 1):.0f} per value, {per} values a thread)", flush=True)
+                  f"{r['registers']:3d}  stack {r['stack']:4d} B  SASS instructions {r['sass']:5d} ({note})",
+                  flush=True)
 
 
 def shape_values(shape: dict) -> int:
@@ -127,15 +159,37 @@ def shape_values(shape: dict) -> int:
     return v
 
 
-def variants(name: str, args) -> list[tuple[str, dict]]:
+def ln_launch(rows: int, option: tuple[int, ...] | None = None) -> dict:
+    """The constexprs and warps of K.ln_tile at rows x 768, with TILES["layernorm"] = option if given."""
+    saved = K.TILES["layernorm"]
+    K.TILES["layernorm"] = option or saved
+    try:
+        return dict(zip(("BLOCK_M", "BLOCK_C", "num_warps", "STAGES", "ONE_CHUNK"), K.ln_tile(rows, 768)))
+    finally:
+        K.TILES["layernorm"] = saved
+
+
+def ln_sweep() -> list[tuple[str, dict]]:
+    """Every SWEEP["layernorm"] option of benchmarks/intonly_gpu.py as launched at 32 x 128 and 32 x 384."""
+    spec = importlib.util.spec_from_file_location("intonly_gpu", Path(__file__).with_name("intonly_gpu.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return [(f" {opt} 32x{t}", ln_launch(rows, opt)) for opt in bench.SWEEP["layernorm"]
+            for t, rows in ((128, 4096), (384, 12288))]
+
+
+def variants(name: str, args, sweep: bool = False) -> list[tuple[str, dict]]:
     """(label, constexpr overrides) to compile: the launch as recorded, and for the kernels with an int32 path
     (I32) the int64 fallback too; Shiftmax also at the tiles of T = 128 and 384 (TILES["shiftmax"]); I-LayerNorm at
-    the launcher's tiles for BERT-base batch 1 and 32 x 128 (K.ln_tile) and with the mean by long division."""
+    the launcher's tiles for BERT-base batch 1, 8 and 32 x 128 and 32 x 384 (K.ln_tile) and with the mean by long
+    division, or with ``sweep`` at every option of the on-device sweep."""
     fn = getattr(K, name)
     if name == "_layernorm_kernel":
-        tile = lambda rows: dict(zip(("BLOCK_M", "BLOCK_C", "num_warps", "ONE_CHUNK"), K.ln_tile(rows, 768)))  # noqa: E731
-        return [(" 1x128", tile(128)), (" 8x128", tile(1024)), (" 32x128", tile(4096)),
-                (" 32x128 mean div", tile(4096) | {"MEAN_M": 0, "MEAN_SH": 0, "MEAN_K": 0})]
+        if sweep:
+            return ln_sweep()
+        return [(" 1x128", ln_launch(128)), (" 8x128", ln_launch(1024)), (" 32x128", ln_launch(4096)),
+                (" 32x384", ln_launch(12288)),
+                (" 32x128 mean div", ln_launch(4096) | {"MEAN_M": 0, "MEAN_SH": 0, "MEAN_K": 0})]
     if "I32" not in fn.arg_names:
         return [("", {})]
     get = lambda k: args[fn.arg_names.index(k)]  # noqa: E731

@@ -26,6 +26,11 @@ class Cubin:
         """How many times each SASS opcode (predicate stripped) occurs in the kernel."""
         return Counter(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", self.sass, re.M))
 
+    def loop_bodies(self) -> list[int]:
+        """Instructions in each loop body (a backward branch's target through the branch), in program order."""
+        found = re.findall(r"^\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?BRA(?:\.\w+)* 0x([0-9a-f]+)", self.sass, re.M)
+        return [(int(at, 16) - int(to, 16)) // 16 + 1 for at, to in found if int(to, 16) < int(at, 16)]
+
     def mma(self) -> list[str]:
         """The distinct tensor-core instructions (HMMA / IMMA / HGMMA / IGMMA ...)."""
         return sorted(set(re.findall(r"\b(\w*MMA\.[\w.]+)", self.sass)))

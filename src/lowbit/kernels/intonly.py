@@ -8,7 +8,9 @@ under TRITON_INTERPRET=1). Values are int64 inside the kernels (shift exponentia
 reach 2^52, as on the torch path); in memory they are int8 / int32. ShiftGELU and Shiftmax also have an int32 path
 (constexpr I32, chosen on the host by gelu_i32 / shiftmax_i32 when their bounds hold) that reaches the same integers
 with fewer and narrower steps: divisions by the constant |X0| as one multiply, ShiftGELU's sigmoid as a (k-1)-bit
-division of int32 values, Shiftmax's rounding by one reciprocal per row (proofs beside each helper).
+division of int32 values, Shiftmax's rounding by one reciprocal per row (proofs beside each helper). I-LayerNorm's
+per-row Newton chain is int32 non-restoring division, with quotient bits from a bound on the variance
+(ln_chain_bits): the same quotients in fewer, narrower steps.
 
 * :func:`requant` — ``clamp(round_half_up((z * b + bias) / 2^c))`` per output channel; optionally the sum of two
   such terms (the 16-bit residual add, ``IntEncoder._rq_sum``).
@@ -19,12 +21,13 @@ division of int32 values, Shiftmax's rounding by one reciprocal per row (proofs 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
-from lowbit.intonly.ops import newton_bits
 
 
 @triton.jit
@@ -308,20 +311,40 @@ def _ln_mean(total, C, SBITS: tl.constexpr, MEAN_M: tl.constexpr, MEAN_SH: tl.co
 
 
 @triton.jit
-def _ln_factor(var, VBITS: tl.constexpr, QBITS: tl.constexpr, ITERATIONS: tl.constexpr):
-    """floor((2^31 - 1) / k), k the integer Newton square root of var (LayerNormInt.core): from k = 2^16, the first
-    step a shift, then k >= isqrt(var) and every floor(var / k) < 2^QBITS (ops.newton_bits); k < 2^QBITS, so
-    k 2^32 < 2^63 for the reciprocal's 31 quotient bits ((2^31 - 1) < k 2^31 for k >= 1)."""
-    k = ((1 << 16) + (var >> 16)) >> 1
-    for _ in range(ITERATIONS - 1):
-        k = (k + _quot_steps(var, k, QBITS)) >> 1
-    k = tl.maximum(k, 1)
-    return _quot_steps(k * 0 + ((1 << 31) - 1), k, 31)
+def _quot_nr(r, t, k, STEPS: tl.constexpr):
+    """floor(a / k) for a = r 2^STEPS + (t's top STEPS bits), int32 0 <= r < k < 2^29 (a < k 2^STEPS) and the low
+    32 - STEPS bits of t zero, by non-restoring division: the remainder R stays in [-k, k) (2R + bit +- k fits
+    int32) and the restoring remainder is R, or R + k where R < 0, so a step is one select (-k after R >= 0, +k
+    after R < 0) and one add, with no compare of R against k, and quotient bit j is R_j >= 0. The dividend's bits
+    leave t at the top as the inverted quotient bits enter at the bottom: sm_90 does a step in 4 SASS instructions
+    (ISETP, SEL, LEA.HI, SHF.L.W) where _quot_steps' int64 step takes 6."""
+    nk = -k
+    for _ in tl.static_range(STEPS):
+        r = tl.add(tl.sub(r << 1, t >> 31, False), tl.where(r >= 0, nk, k), False)
+        t = tl.sub(t << 1, r >> 31, False)
+    return ((1 << STEPS) - 1) - t
+
+
+@triton.jit
+def _ln_factor(var, QBITS: tl.constexpr, RBITS: tl.constexpr, ITERATIONS: tl.constexpr):
+    """floor((2^31 - 1) / k), k the integer Newton square root of the int64 var (LayerNormInt.core), in int32 under
+    ln_chain_bits' bounds: from k = 2^16, the first step a shift, then ITERATIONS - 1 quotients floor(var / k) of
+    QBITS bits, var split once into its bits above QBITS (< k) and below; the reciprocal has RBITS bits. var = 0
+    (y = 0, so any factor gives the reference's output) may halve k to 0, where the quotient is all ones."""
+    k = (((1 << 16) + (var >> 16)) >> 1).to(tl.int32)
+    hi = (var >> QBITS).to(tl.int32)
+    lo = (var << (32 - QBITS)).to(tl.int32)  # the low QBITS bits on top
+    i = 1
+    while i < ITERATIONS:  # a while loop pins the chain's layout (see _layernorm_kernel)
+        k = (k + _quot_nr(hi, lo, k, QBITS)) >> 1
+        i += 1
+    one = k * 0 + 1  # 2^31 - 1: its bits above RBITS, then RBITS ones on top
+    return _quot_nr(one * ((1 << (31 - RBITS)) - 1), one * -(1 << (32 - RBITS)), k, RBITS).to(tl.int64)
 
 
 @triton.jit
 def _ln_load(x_ptr, rows, rok, cols, C, stride_x):
-    return tl.load(x_ptr + rows * stride_x + cols, mask=rok & (cols < C), other=0).to(tl.int64)
+    return tl.load(x_ptr + rows * stride_x + cols, mask=rok & (cols < C), other=0).to(tl.int32)
 
 
 @triton.jit
@@ -337,36 +360,49 @@ def _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, st
 
 @triton.jit
 def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, stride_out, LO: tl.constexpr,
-                      HI: tl.constexpr, SBITS: tl.constexpr, VBITS: tl.constexpr, QBITS: tl.constexpr,
+                      HI: tl.constexpr, SBITS: tl.constexpr, QBITS: tl.constexpr, RBITS: tl.constexpr,
                       ITERATIONS: tl.constexpr, MEAN_M: tl.constexpr, MEAN_SH: tl.constexpr, MEAN_K: tl.constexpr,
-                      ONE_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    # BLOCK_M rows per program. ONE_CHUNK (C <= BLOCK_C): x is loaded once and kept in registers; else the columns
-    # go in chunks of BLOCK_C: pass 1 sums, pass 2 the variance, pass 3 writes. Between them the per-row chain
-    # (mean multiply, Newton, reciprocal: ~230 dependent steps) runs once for all BLOCK_M rows.
+                      ONE_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+                      STAGES: tl.constexpr):
+    # BLOCK_M rows per program. ONE_CHUNK (C <= BLOCK_C): x is loaded once and kept in registers (int32); else the
+    # columns go in chunks of BLOCK_C, twice: the sums, then the output. x is int32 (|x| < 2^(in_bits-1), the sum
+    # < 2^31: ln_chain_bits); the variance is sum x^2 - m (2 sum x - C m) = sum (x - m)^2, both sums in one pass.
+    # A chunk's loads are used at once, so a warp waits out the memory latency each chunk; STAGES > 1 has Triton
+    # prefetch STAGES - 1 chunks through shared memory (LDGSTS on sm_90, 12-20% more SASS: kernel_regs.py --sweep).
     rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
     rok = rows < M
     if ONE_CHUNK:
         cols = tl.arange(0, BLOCK_C)[None, :]
         x = _ln_load(x_ptr, rows, rok, cols, C, stride_x)
-        mean = _ln_mean(tl.sum(x, 1)[:, None], C, SBITS, MEAN_M, MEAN_SH, MEAN_K)
-        y = tl.where(cols < C, x - mean, 0)
-        factor = _ln_factor(tl.sum(y * y, 1)[:, None], VBITS, QBITS, ITERATIONS)
-        _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO, HI)
+        total, sq = tl.sum(x, 1), tl.sum(x.to(tl.int64) * x, 1)
     else:
-        total = tl.zeros((BLOCK_M, 1), tl.int64)
-        for c0 in range(0, C, BLOCK_C):
-            total += tl.sum(_ln_load(x_ptr, rows, rok, c0 + tl.arange(0, BLOCK_C)[None, :], C, stride_x), 1)[:, None]
-        mean = _ln_mean(total, C, SBITS, MEAN_M, MEAN_SH, MEAN_K)
-        var = tl.zeros((BLOCK_M, 1), tl.int64)
-        for c0 in range(0, C, BLOCK_C):
-            cols = c0 + tl.arange(0, BLOCK_C)[None, :]
-            y = tl.where(cols < C, _ln_load(x_ptr, rows, rok, cols, C, stride_x) - mean, 0)
-            var += tl.sum(y * y, 1)[:, None]
-        factor = _ln_factor(var, VBITS, QBITS, ITERATIONS)
-        for c0 in range(0, C, BLOCK_C):
+        s1 = tl.zeros((BLOCK_M, BLOCK_C), tl.int32)
+        s2 = tl.zeros((BLOCK_M, BLOCK_C), tl.int64)
+        for c0 in tl.range(0, C, BLOCK_C, num_stages=STAGES):
+            xc = _ln_load(x_ptr, rows, rok, c0 + tl.arange(0, BLOCK_C)[None, :], C, stride_x)
+            s1 += xc
+            s2 += xc.to(tl.int64) * xc
+        total, sq = tl.sum(s1, 1), tl.sum(s2, 1)
+    total = total.to(tl.int64)
+    mean = _ln_mean(total, C, SBITS, MEAN_M, MEAN_SH, MEAN_K)  # (BLOCK_M,), rows as the reduction left them
+    var = sq - mean * (2 * total - C * mean)
+    # The reductions leave each row's sums in every thread that held part of the row (all 32 lanes of a warp at
+    # 128 columns), and ops on them run in every one of those, one chain per row a thread holds. Gathered by an
+    # identity index, var takes the index's 1-D layout, one row a lane, so the chain runs once a warp. Triton's
+    # layout pass would move straight-line code back into the reduction's layout (it did with the Newton steps
+    # unrolled); it never rematerializes a while loop (canBeRemat), so _ln_factor's Newton loop is one. kernel_regs.py
+    # at (8, 128, 4), int32 chain: 75 -> 57 SASS executed per value; at 4 rows x 1024, 8 warps: 358 -> 136.
+    factor = _ln_factor(tl.gather(var, tl.arange(0, BLOCK_M), 0), QBITS, RBITS, ITERATIONS)[:, None]
+    mean = mean.to(tl.int32)[:, None]
+    if ONE_CHUNK:
+        _ln_store((x - mean).to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out,
+                  LO, HI)
+    else:
+        for c0 in tl.range(0, C, BLOCK_C, num_stages=STAGES):
             cols = c0 + tl.arange(0, BLOCK_C)[None, :]
             y = _ln_load(x_ptr, rows, rok, cols, C, stride_x) - mean
-            _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO, HI)
+            _ln_store(y.to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO,
+                      HI)
 
 
 @triton.jit
@@ -406,11 +442,13 @@ def channel_dyadic(m: Dyadic, n: int, device) -> tuple[torch.Tensor, torch.Tenso
 
 # Launch tiles, measured on the H100 (benchmarks/intonly_gpu.py --sweep): values are int64 inside the kernels, so
 # large tiles cost registers and occupancy (4096-value tiles needed 110-255 registers a thread).
-# elementwise kernels: (values per program, warps); layernorm: (rows per program, column chunk, warps);
-# shiftmax: (values per program, warps), at least one whole row.
+# elementwise kernels: (values per program, warps); layernorm: (rows per program, column chunk, warps, software
+# pipeline stages of the column loops, 1 = none); shiftmax: (values per program, warps), at least one whole row.
 # Defaults = the sweep's picks at BERT-base batch 32 x 128 (H100, 2026-11-23, after the int32 kernels, the GEMM
-# epilogue and the fused attention; the whole forward moved 1-3% between options, (4, 256, 4) LayerNorm 35%).
-TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (512, 4), "layernorm": (8, 128, 4),
+# epilogue and the fused attention; the whole forward moved 1-3% between options, (4, 256, 4) LayerNorm 35%). The
+# layernorm pick predates its int32 chain run once a warp, which moves the balance towards more rows a warp: not
+# re-swept yet (benchmarks/intonly_gpu.py SWEEP lists the options).
+TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (512, 4), "layernorm": (8, 128, 4, 1),
                                      "shiftmax": (4096, 8)}
 
 
@@ -577,44 +615,62 @@ def ln_mean_magic(in_bits: int, c: int) -> tuple[int, int, int]:
 
 
 # rows per program shrink (halving) while a launch has fewer programs than the H100's 132 SMs (BERT-base batch 1:
-# 128 rows, one a program); the swept tile stays the upper bound (it measured best at 4096 rows = 256 programs).
+# 128 rows, one a program); the swept tile stays the upper bound (it is swept at 4096 rows).
 # A tile of at most LN_ONE_CHUNK values that holds whole rows loads x once (8-16 values a thread).
 LN_FILL_PROGRAMS, LN_ONE_CHUNK = 132, 4096
 
 
-def ln_tile(rows: int, c: int) -> tuple[int, int, int, bool]:
-    """(rows per program, column chunk, warps, one chunk) of the I-LayerNorm launch for rows x c."""
-    bm0, block, warps = TILES["layernorm"]
+def ln_tile(rows: int, c: int) -> tuple[int, int, int, int, bool]:
+    """(rows per program, column chunk, warps, pipeline stages, one chunk) of the I-LayerNorm launch for rows x c."""
+    bm0, block, warps, stages = TILES["layernorm"]
     bm = bm0
     while bm > 1 and triton.cdiv(rows, bm) < LN_FILL_PROGRAMS:
         bm //= 2
     full = triton.next_power_of_2(c)
     if bm * full <= LN_ONE_CHUNK:
-        return bm, full, max(1, min(8, bm * full // 256)), True
-    return bm, min(full, max(block, bm0 * block // bm)), warps, False  # the swept tile's values
+        return bm, full, max(1, min(8, bm * full // 256)), 1, True
+    return bm, min(full, max(block, bm0 * block // bm)), warps, stages, False  # the swept tile's values
+
+
+def ln_chain_bits(in_bits: int, c: int, iterations: int) -> tuple[int, int] | None:
+    """(QBITS, RBITS) of _ln_factor's int32 chain for rows of C = c codes in [-2^(in_bits-1), 2^(in_bits-1)), or None
+    when a bound fails. var = sum (x - m)^2 = sum (x - mu)^2 + C (mu - m)^2 <= vmax = C ((2^in_bits - 1)^2 + 1) / 4
+    (C values in a range R spread at most C R^2 / 4 around their mean mu, and the rounded mean m is within 1/2 of
+    mu; half the codes at each end reach vmax). Newton from above keeps k >= s = isqrt(var) after its first step,
+    so a quotient is at most var / s <= s + 2 (var <= s^2 + 2s): QBITS = bits(isqrt(vmax) + 2), 20 at 16 bits and
+    C = 768 where ops.newton_bits' bound gives 23. k never exceeds the first step's k1 + 1 (it falls while above
+    s + 1, then stays at s or s + 1), and k1 + 1 < 2^29 keeps every remainder in int32. A step never takes k below
+    floor(k / 2), from k1 >= 2^15, so k >= 2^(16 - iterations) and the reciprocal floor((2^31 - 1) / k) has
+    RBITS = 31 - max(0, 16 - iterations) bits (25 at 10 iterations). The row sum in int32 needs C 2^(in_bits-1)
+    <= 2^31."""
+    vmax = c * ((2**in_bits - 1) ** 2 + 1) // 4
+    if c << (in_bits - 1) > 2**31 or ((1 << 16) + (vmax >> 16)) >> 1 >= 2**29 - 1:
+        return None
+    return (math.isqrt(vmax) + 2).bit_length(), 31 - max(0, 16 - iterations)
 
 
 def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int) -> torch.Tensor | None:
     """I-LayerNorm ``ln`` (ops.LayerNormInt) of x (..., C) and its affine requantization (m, bias per channel);
-    None (torch path) when the kernel's int64 bounds fail."""
+    None (torch path) when the kernel's int32 bounds fail (ln_chain_bits)."""
     c = ln.channels
     bc = channel_dyadic(m, c, x.device)
     if bc is None or x.shape[-1] != c or bias.numel() != c:
         return None
     if ln.iterations < 1:
         raise ValueError(f"I-LayerNorm needs at least one Newton iteration, got {ln.iterations}")
-    vbits, qbits = newton_bits(ln.in_bits, c)
-    if max(16, vbits - 16) + max(qbits + 1, 32) > 63:  # k < 2^max(16, vbits-16): _quot_steps' b 2^(QBITS+1)
+    chain = ln_chain_bits(ln.in_bits, c, ln.iterations)
+    if chain is None:
         return None
     x2d = _rows(x)
     out = torch.empty(x2d.shape, dtype=out_dtype(bits), device=x.device)
     lo, hi = qrange(bits)
     bias = bias.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous()
     rows = x2d.shape[0]
-    bm, block, warps, one = ln_tile(rows, c)
+    bm, block, warps, stages, one = ln_tile(rows, c)
     _layernorm_kernel[(triton.cdiv(rows, bm),)](x2d, bc[0], bc[1], bias, out, rows, c, x2d.stride(0), out.stride(0),
-                                                lo, hi, ln.in_bits + bits_for(c), vbits, qbits, ln.iterations,
-                                                *ln_mean_magic(ln.in_bits, c), one, bm, block, num_warps=warps)
+                                                lo, hi, ln.in_bits + bits_for(c), *chain, ln.iterations,
+                                                *ln_mean_magic(ln.in_bits, c), one, bm, block, stages,
+                                                num_warps=warps)
     return out.reshape(x.shape)
 
 
