@@ -43,7 +43,7 @@ def test_linear_rq_equals_the_integer_reference(m_rows, k, n, per_channel):
         mb = Dyadic(m.b, m.c - (bits - 8))  # 2^(bits-8) times larger codes at 16 bits
         for lb in (None, lin_bias):
             out = linear_rq(x, w, lb, mb, bits)
-            assert out.dtype == (torch.int8 if bits == 8 else torch.int32)
+            assert out.dtype == (torch.int8 if bits == 8 else torch.int16)
             assert torch.equal(out.long(), _reference(x, w, lb, mb, bits))
     bias = torch.randint(-2**40, 2**40, (n,), generator=g)  # at shift precision (c is about 30)
     assert torch.equal(linear_rq(x, w, lin_bias, m, 8, bias=bias).long(), _reference(x, w, lin_bias, m, 8, bias))

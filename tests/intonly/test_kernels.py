@@ -58,7 +58,7 @@ def test_requant_residual_sum_bit_exact(dev):
     z1, z2 = _ints((2, 19, 77), 26, dev), _ints((2, 19, 77), 16, dev)
     m1, m2 = _channel_dyadic(77, 26, 2.0**-12, 2.0**-8), dyadic(0.9, mantissa_bits(16))
     out = requant(z1, m1, 16, term2=(z2, m2))
-    assert out.dtype == torch.int32
+    assert out.dtype == torch.int16
     assert torch.equal(out.long(), INT.rq_sum([(z1.long(), m1), (z2.long(), m2)], 16))
 
 
@@ -99,7 +99,7 @@ def test_layernorm_bit_exact(dev, channels):
     gamma, beta = torch.rand(channels, dtype=torch.float64) + 0.1, torch.randn(channels, dtype=torch.float64)
     m, bias = ln.affine(gamma, beta, 5.0 / 2**15, mantissa_bits(31))
     out = layernorm(x, ln, m, bias, 16)
-    assert out.dtype == torch.int32
+    assert out.dtype == torch.int16
     assert torch.equal(out.long(), INT.layernorm(ln, x.long(), m, bias.to(dev), 16))
 
 

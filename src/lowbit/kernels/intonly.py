@@ -429,8 +429,9 @@ def _embed_kernel(i0, t0, b0, c0, i1, t1, b1, c1, i2, t2, b2, c2, out_ptr, R, H,
 
 # --- launchers --------------------------------------------------------------------------------------------------
 def out_dtype(bits: int) -> torch.dtype:
-    """int8 for codes that feed a GEMM, int32 otherwise (int16 sums would overflow in the torch glue)."""
-    return torch.int8 if bits <= 8 else torch.int32
+    """The narrowest signed integer dtype that holds bits-bit codes: int8 for codes that feed a GEMM, int16 for the
+    16-bit residual stream and GELU inputs (half the bytes of int32 to write and read back), int32 above."""
+    return torch.int8 if bits <= 8 else torch.int16 if bits <= 16 else torch.int32
 
 
 def channel_dyadic(m: Dyadic, n: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -444,12 +445,11 @@ def channel_dyadic(m: Dyadic, n: int, device) -> tuple[torch.Tensor, torch.Tenso
 # large tiles cost registers and occupancy (4096-value tiles needed 110-255 registers a thread).
 # elementwise kernels: (values per program, warps); layernorm: (rows per program, column chunk, warps, software
 # pipeline stages of the column loops, 1 = none); shiftmax: (values per program, warps), at least one whole row.
-# Defaults = the sweep's picks at BERT-base batch 32 x 128 (H100, 2026-11-23, after the int32 kernels, the GEMM
-# epilogue and the fused attention; the whole forward moved 1-3% between options, (4, 256, 4) LayerNorm 35%). The
-# layernorm pick predates its int32 chain run once a warp, which moves the balance towards more rows a warp: not
-# re-swept yet (benchmarks/intonly_gpu.py SWEEP lists the options).
-TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (512, 4), "layernorm": (8, 128, 4, 1),
-                                     "shiftmax": (4096, 8)}
+# Defaults = the sweep's picks at BERT-base batch 32 x 128 (H100, 2026-11-23, code of 788bfb4: the 32-bit GEMM
+# requantization and the int32 I-LayerNorm chain once a warp; `benchmarks/intonly_gpu.py --sweep --sweep-large
+# 32x384 --models bert-base --batches 32 --seqs 128,384`); the whole forward moved 1-5% between options.
+TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (1024, 8), "layernorm": (8, 64, 2, 3),
+                                     "shiftmax": (2048, 8)}
 
 
 def _block_m(block_n: int, values: int) -> int:

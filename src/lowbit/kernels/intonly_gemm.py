@@ -131,18 +131,20 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # spills 1.8 KB on the int64 path, 128x128 / 8 warps spills on both.
 # attention.one: (VALUES, warps) of the one-pass kernel, used where BLOCK_M = min(64, VALUES // T_PAD) >= 16 (T_PAD
 # = keys rounded up to a power of two): it holds BLOCK_M x T_PAD scores, VALUES / (32 warps) a thread whatever T;
-# 0 = always the three sweeps. Off until an H100 sweep times it (GEMM_SWEEP["attention.one"]). sm_90, head dim 64,
+# 0 = always the three sweeps. sm_90, head dim 64,
 # int32 Shiftmax, SASS a thread executes per score (benchmarks/gemm_regs.py --sweep --only attention): three sweeps
 # 64x32 121 at T_PAD 128 / 108 at 512 (128 registers); one pass (4096, 4) 32x128 87 (86 registers), (8192, 4) 64x128
 # 73 (230) and 16x512 81 (174), (8192, 8) 16x512 88 (122); no spills. On the int64 path (8192, 4) spills 0.6-1 KB.
 # linear.large (M >= LARGE_M rows, e.g. BERT-base 32 x 384) has its own entry so that a sweep at such a size picks
 # its tile apart from the 32 x 128 picks (benchmarks/intonly_gpu.py --sweep-large).
-# Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep --sweep-large 32x384, 2026-11-23): 64-row
-# tiles won for every family at BERT-base sizes (32 x 128 forward 3.78 vs 3.99 ms with 128 x 128 x 128 / 8 warps;
-# 32 x 384 12.99 vs 13.96 ms), the attention 64 queries x 32 keys (3.70 vs 3.72 ms for 64 x 64).
-TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (64, 64, 128, 4, 4),
-                                     "linear.small": (32, 128, 128, 4, 4), "linear.large": (64, 128, 128, 4, 4),
-                                     "attention": (64, 32, 4, 3), "attention.one": (0, 4)}
+# Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep --sweep-large 32x384, 2026-11-23, code of
+# 788bfb4, the 32-bit requantization epilogue): BERT-base 32 x 128 forward 3.26 ms with 64 x 128 x 128 / 4 warps
+# against 3.59-3.74 for 128-row tiles with 8 warps; narrow 128 x 64 x 128 / 3 stages 3.17 vs 3.30 (64 x 64); the
+# one-pass attention (4096, 4) 3.02 vs 3.16 with the three sweeps (at 32 x 384, T_PAD 512, it leaves BLOCK_M 8 < 16:
+# three sweeps there); linear.large at 32 x 384 11.84 ms with 64 x 128 x 128 / 4 warps, 12.3-13.8 otherwise.
+TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (128, 64, 128, 4, 3),
+                                     "linear.small": (16, 64, 128, 4, 3), "linear.large": (64, 128, 128, 4, 4),
+                                     "attention": (64, 32, 4, 3), "attention.one": (4096, 4)}
 LARGE_M = 8192
 
 
