@@ -46,13 +46,15 @@ def test_bert_kernel_backend_equals_torch_integer_backend(bert):
 
 @needs_kernels
 def test_kernel_backend_runs_each_linear_with_its_requantization_in_the_gemm_epilogue(bert, monkeypatch):
-    """No linear writes its INT32 product: Q/K/V (one GEMM for the three) and FC1 run as linear_rq, O and FC2 as
-    linear_rq_sum (the residual sum in the epilogue, the bias inside too); each attention is one fused kernel (no
-    bmm, Shiftmax or context requant pass); nothing falls back, and the codes stay those of the INT backend."""
+    """No linear writes its INT32 product: Q/K/V (one GEMM for the three) run as linear_rq, FC1 as linear_gelu_rq
+    (ShiftGELU and FC2's input requantization in its epilogue too: no gelu_rq pass), O and FC2 as linear_rq_sum (the
+    residual sum in the epilogue, the bias inside too); each attention is one fused kernel (no bmm, Shiftmax or
+    context requant pass); nothing falls back, and the codes stay those of the INT backend."""
     from lowbit.intonly.backend import KernelArith
 
     im, args = bert
-    names = ("linear", "rq_linear", "rq_sum", "linear_rq", "linear_rq_sum", "attention", "softmax", "matmul")
+    names = ("linear", "rq_linear", "rq_sum", "linear_rq", "linear_gelu_rq", "gelu_rq", "linear_rq_sum", "attention",
+             "softmax", "matmul")
     seen = dict.fromkeys(names, 0)
     for name in names:
         def count(self, *a, _name=name, _fn=getattr(KernelArith, name), **kw):
@@ -61,8 +63,8 @@ def test_kernel_backend_runs_each_linear_with_its_requantization_in_the_gemm_epi
         monkeypatch.setattr(KernelArith, name, count)
     h_k, _ = im.integer_forward(im._backend("kernel"), *args)
     layers = im.layers
-    assert seen == {"linear": 0, "rq_linear": 0, "rq_sum": 0, "linear_rq": 2 * layers, "linear_rq_sum": 2 * layers,
-                    "attention": layers, "softmax": 0, "matmul": 0}
+    assert seen == {"linear": 0, "rq_linear": 0, "rq_sum": 0, "linear_rq": layers, "linear_gelu_rq": layers,
+                    "gelu_rq": 0, "linear_rq_sum": 2 * layers, "attention": layers, "softmax": 0, "matmul": 0}
     assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])
 
 

@@ -137,5 +137,32 @@ def test_bert_with_q_k_v_as_three_gemms_equals_the_integer_backend(monkeypatch):
     ids = torch.randint(0, 120, (2, 11), generator=g)
     args = (ids, torch.ones_like(ids), torch.zeros_like(ids))
     h_k, _ = im.integer_forward(im._backend("kernel"), *args)
-    assert len(calls) == 4 * im.layers  # q, k, v, fc1
+    assert len(calls) == 3 * im.layers  # q, k, v (fc1 runs with its GELU: linear_gelu_rq)
     assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])
+
+
+@pytest.mark.parametrize("m_rows,k,n", [(1, 24, 5), (37, 200, 96), (130, 776, 130)])
+@pytest.mark.parametrize("scale", [2e-3, 8.0 / 2**15, 0.05])
+@pytest.mark.parametrize("rq_bound", [True, False])
+def test_linear_rq_with_the_gelu_equals_linear_then_gelu(m_rows, k, n, scale, rq_bound):
+    """FC1 with ShiftGELU and FC2's input requantization in its epilogue (the graph's linear_gelu_rq) equals
+    INT.gelu_rq of the reference codes; the output multiplier with its bound (32-bit requantization) and without
+    (int64)."""
+    from lowbit.intonly.ops import ShiftGELU
+    from lowbit.kernels.intonly import gelu_i32
+    from lowbit.kernels.intonly_gemm import linear_rq
+
+    g = torch.Generator().manual_seed(m_rows + k + n)
+    x, w = _codes(g, m_rows, k), _codes(g, n, k)
+    lin_bias = torch.randint(-2**20, 2**20, (n,), generator=g)
+    m = _multiplier(g, n, True, 2.0**-(bits_of(k) - 14), in_bits=bits_of(k) + 1)  # 16-bit codes, some clamped
+    op = ShiftGELU.build(scale, 8, 23)
+    assert gelu_i32(op) is not None
+    m3 = _multiplier(g, n, True, 2.0**-11, in_bits=24)
+    if rq_bound:
+        m3 = Dyadic(m3.b, m3.c, z_bits=24)
+    out = linear_rq(x, w, lin_bias, m, 16, gelu=(op, m3, 8))
+    g_in = _reference(x, w, lin_bias, m, 16)
+    assert out.dtype == torch.int8
+    assert torch.equal(out.long(), INT.gelu_rq(op, g_in, m3, 8))
+    assert out.unique().numel() > 1  # not a constant (e.g. all zero) output

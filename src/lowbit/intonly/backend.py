@@ -45,6 +45,12 @@ class KernelArith(IntArith):
         out = self.gemm.linear_rq(x, codes, lin_bias, m, bits)
         return out if out is not None else super().linear_rq(x, codes, lin_bias, m, bits)
 
+    def linear_gelu_rq(self, x: torch.Tensor, codes: torch.Tensor, lin_bias: torch.Tensor, m: Dyadic, bits: int,
+                       op, m3: Dyadic, bits3: int) -> torch.Tensor:
+        out = self.gemm.linear_rq(x, codes, lin_bias, m, bits, gelu=(op, m3, bits3)) \
+            if isinstance(op, ShiftGELU) else None
+        return out if out is not None else super().linear_gelu_rq(x, codes, lin_bias, m, bits, op, m3, bits3)
+
     def linear_rq_sum(self, x: torch.Tensor, codes: torch.Tensor, lin_bias: torch.Tensor, m: Dyadic,
                       term2: tuple[torch.Tensor, Dyadic], bits: int) -> torch.Tensor:
         out = self.gemm.linear_rq(x, codes, lin_bias, m, bits, term2=term2)

@@ -423,6 +423,12 @@ class IntEncoder(nn.Module):
         c = self.config
         x = self._linear_in(A, p + "x2", (p + "fc1",), h, s_h, c.residual_bits)
         fc1 = self.linears[p + "fc1"]
+        fused = (A.fuses_bias and p + "gelu.in" in self.plan and p + "x3" in self.plan and p + "gelu" in self.plan
+                 and not ("gelu" in self.float_ops or self._float_rq(p + "x3") or self._float_rq(p + "gelu.in")))
+        if fused:  # FC1, its requantization, the GELU and FC2's input requantization: one GEMM
+            x3 = A.linear_gelu_rq(x, fc1.codes, fc1.bias, self.plan[p + "gelu.in"], c.gelu_in_bits,
+                                  self.plan[p + "gelu"], self.plan[p + "x3"], 8)
+            return self._linear_term(A, self.linears[p + "fc2"], x3)
         g_in = self._linear_rq(A, p + "gelu.in", fc1, x, c.gelu_in_bits)
         s_g = self.scales[p + "gelu.in"]
         gelu = self._op(p + "gelu", lambda: ShiftGELU.build(s_g) if c.gelu == "shift" else IGELU.build(s_g))

@@ -139,6 +139,12 @@ class _Composite:
         whose epilogue requantizes (the INT32 product is never written)."""
         return self.rq_linear(self.linear(x, codes, None), m, lin_bias, bits)
 
+    def linear_gelu_rq(self, x: torch.Tensor, codes: torch.Tensor, lin_bias: torch.Tensor, m: Dyadic, bits: int,
+                       op, m3: Dyadic, bits3: int) -> torch.Tensor:
+        """FC1 and its GELU: gelu_rq(op, linear_rq(x, codes, lin_bias, m, bits), m3, bits3). The kernel backend runs
+        ShiftGELU in the GEMM's epilogue (neither the linear's codes nor a GELU pass go through memory)."""
+        return self.gelu_rq(op, self.linear_rq(x, codes, lin_bias, m, bits), m3, bits3)
+
     def linear_rq_sum(self, x: torch.Tensor, codes: torch.Tensor, lin_bias: torch.Tensor, m: Dyadic,
                       term2: tuple[torch.Tensor, Dyadic], bits: int) -> torch.Tensor:
         """The residual sum whose first term is a linear: rq_sum([(x @ codesᵀ, m), term2], bits, bias0=lin_bias)."""

@@ -185,11 +185,10 @@ def _hi_word_term(z, b, c_ptr, cols, cok, lin_bias_ptr, HAS_LIN_BIAS: tl.constex
 
 
 @triton.jit
-def _rq_store(z, rows, cols, ok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr,
-              stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr,
-              HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, HI_WORD: tl.constexpr,
-              HI_WORD2: tl.constexpr):
-    """Store clamp(round_half_up(((z + lin_bias) * b + bias) / 2^c)) per column of the integer tile z; with TWO the
+def _rq_value(z, rows, cols, ok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, stride_z2,
+              LO: tl.constexpr, HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr, HAS_BIAS: tl.constexpr,
+              HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, HI_WORD: tl.constexpr, HI_WORD2: tl.constexpr):
+    """clamp(round_half_up(((z + lin_bias) * b + bias) / 2^c)) per column of the integer tile z; with TWO the
     residual sum: each term clamped to LO1..HI1 (bits + 1), the sum to LO..HI (IntArith.rq_linear / rq_sum).
     Shared by the requant kernel and the GEMM epilogue. b, c and the linear bias are narrowed to int32 (|b| < 2^31
     from dyadic(), INT32 biases, c < 64): the products are 64 x 32-bit, which in the GEMM epilogue fit Q/K/V apart
@@ -218,8 +217,7 @@ def _rq_store(z, rows, cols, ok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_p
             b2 = tl.load(b2_ptr + cols, mask=cok, other=0).to(tl.int32)
             v2 = _requant(z2 * b2, tl.load(c2_ptr + cols, mask=cok, other=1).to(tl.int32).to(tl.int64))
             v = tl.minimum(tl.maximum(v, LO1), HI1) + tl.minimum(tl.maximum(v2, LO1), HI1)
-    v = tl.minimum(tl.maximum(v, LO), HI)
-    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
+    return tl.minimum(tl.maximum(v, LO), HI)
 
 
 @triton.jit
@@ -229,8 +227,9 @@ def _rq_kernel(z_ptr, b_ptr, c_ptr, bias_ptr, lin_bias_ptr, z2_ptr, b2_ptr, c2_p
                HI_WORD2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
     z = tl.load(z_ptr + rows * stride_z + cols, mask=ok, other=0)
-    _rq_store(z, rows, cols, ok, cols < N, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr,
-              stride_z2, stride_out, LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2)
+    v = _rq_value(z, rows, cols, ok, cols < N, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, stride_z2,
+                  LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -274,13 +273,13 @@ def _shiftmax_kernel(z_ptr, rq_ptr, mask_ptr, out_ptr, T, ROWS, stride_zb, strid
 
 
 @triton.jit
-def _shift_gelu_kernel(x_ptr, b_ptr, c_ptr, out_ptr, M, N, stride_x, stride_out, LO: tl.constexpr,
-                       HI: tl.constexpr, X0: tl.constexpr, N_EXP: tl.constexpr, EXP_ABITS: tl.constexpr,
-                       EXP_QBITS: tl.constexpr, E0: tl.constexpr, OUT_BITS: tl.constexpr, DIV_ABITS: tl.constexpr,
-                       I32: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr, BLOCK_M: tl.constexpr,
-                       BLOCK_N: tl.constexpr):
-    rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
-    x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0)
+def _gelu_value(x, cols, cok, b_ptr, c_ptr, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr,
+                N_EXP: tl.constexpr, EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, E0: tl.constexpr,
+                OUT_BITS: tl.constexpr, DIV_ABITS: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
+                DIV_SH: tl.constexpr, RQ: tl.constexpr):
+    """ShiftGELU of the integer tile x, requantized per column by (b, c) and clamped to LO..HI (IntArith.gelu_rq):
+    shared by the GELU kernel and the FC1 GEMM epilogue. RQ > 0: the requantization on 32 bits (hi_word_modes of
+    the multiplier, whose z_bits bound |x * factor|), else int64."""
     if I32:  # the sigmoid in int32 (gelu_i32 holds the bounds)
         if x.dtype != tl.int64:
             x = x.to(tl.int32)
@@ -290,9 +289,25 @@ def _shift_gelu_kernel(x_ptr, b_ptr, c_ptr, out_ptr, M, N, stride_x, stride_out,
         e = _shift_exp(-tl.abs(x), X0, N_EXP, EXP_ABITS, EXP_QBITS)
         s = _floordiv(e << (OUT_BITS - 1), e + E0, DIV_ABITS, OUT_BITS)  # sigmoid(-1.702|x|) 2^(k-1)
     g = x.to(tl.int64) * tl.where(x >= 0, (1 << (OUT_BITS - 1)) - s, s).to(tl.int64)
-    b = tl.load(b_ptr + cols, mask=cols < N, other=0)
-    v = _requant(g * b, tl.load(c_ptr + cols, mask=cols < N, other=1))
-    v = tl.minimum(tl.maximum(v, LO), HI)
+    if RQ > 0:
+        b = tl.load(b_ptr + cols, mask=cok, other=0).to(tl.int32)
+        v = _hi_word_term(g, b, c_ptr, cols, cok, b_ptr, False, RQ)
+    else:
+        b = tl.load(b_ptr + cols, mask=cok, other=0)
+        v = _requant(g * b, tl.load(c_ptr + cols, mask=cok, other=1))
+    return tl.minimum(tl.maximum(v, LO), HI)
+
+
+@triton.jit
+def _shift_gelu_kernel(x_ptr, b_ptr, c_ptr, out_ptr, M, N, stride_x, stride_out, LO: tl.constexpr,
+                       HI: tl.constexpr, X0: tl.constexpr, N_EXP: tl.constexpr, EXP_ABITS: tl.constexpr,
+                       EXP_QBITS: tl.constexpr, E0: tl.constexpr, OUT_BITS: tl.constexpr, DIV_ABITS: tl.constexpr,
+                       I32: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr, RQ: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows, cols, ok = _tile(tl.program_id(0), tl.program_id(1), M, N, BLOCK_M, BLOCK_N)
+    x = tl.load(x_ptr + rows * stride_x + cols, mask=ok, other=0)
+    v = _gelu_value(x, cols, cols < N, b_ptr, c_ptr, LO, HI, X0, N_EXP, EXP_ABITS, EXP_QBITS, E0, OUT_BITS, DIV_ABITS,
+                    I32, DIV_M, DIV_SH, RQ)
     tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
@@ -462,7 +477,7 @@ _NARROW = (torch.int8, torch.uint8, torch.int16, torch.int32)
 
 def hi_word_modes(m: Dyadic, bias: torch.Tensor | None, term2: tuple[torch.Tensor, Dyadic] | None,
                   z: torch.Tensor | None = None) -> tuple[int, int]:
-    """(HI_WORD, HI_WORD2) of _rq_store for the first term (z, or a GEMM's int32 accumulator when z is None, times m)
+    """(HI_WORD, HI_WORD2) of _rq_value for the first term (z, or a GEMM's int32 accumulator when z is None, times m)
     and the second (term2), from host-side facts only (no device read: the forward is captured in CUDA graphs):
     2 where the plan's bound z_bits leaves room to shift z + lin_bias left to a shift of 33 on 32 bits
     (z_bits + 33 - c_min <= 31), 1 where every shift of a nonzero multiplier is >= 33 already (Dyadic.c_min) and the
@@ -591,17 +606,23 @@ def shift_gelu(x: torch.Tensor, op, m: Dyadic, bits: int) -> torch.Tensor | None
         return None
     x2d = _rows(x)
     out = torch.empty(x2d.shape, dtype=out_dtype(bits), device=x.device)
-    e, e0 = op.exp, op.exp.bound()
-    lo, hi = qrange(bits)
     values, warps = TILES["gelu"]
     block = min(values, triton.next_power_of_2(n))
     bm, rows = _block_m(block, values), x2d.shape[0]
-    fast = gelu_i32(op)
     _shift_gelu_kernel[(triton.cdiv(rows, bm), triton.cdiv(n, block))](
-        x2d, bc[0], bc[1], out, rows, n, x2d.stride(0), out.stride(0), lo, hi, e.x0, e.n, bits_for(-e.n * e.x0),
-        bits_for(e.n), e0, op.out_bits, bits_for(e0) + op.out_bits, fast is not None, *(fast or (1, 0)), bm, block,
+        x2d, bc[0], bc[1], out, rows, n, x2d.stride(0), out.stride(0), *gelu_consts(op, m, bits), bm, block,
         num_warps=warps)
     return out.reshape(x.shape)
+
+
+def gelu_consts(op, m: Dyadic, bits: int) -> tuple[int, ...]:
+    """The constexprs of _gelu_value after (b_ptr, c_ptr): (LO, HI, X0, N_EXP, EXP_ABITS, EXP_QBITS, E0, OUT_BITS,
+    DIV_ABITS, I32, DIV_M, DIV_SH, RQ) for ShiftGELU ``op`` requantized by m to bits."""
+    e, e0 = op.exp, op.exp.bound()
+    fast = gelu_i32(op)
+    rq = hi_word_modes(m, None, None)[0]  # mode 1 would not bound |x * factor| (z_bits): int64 then
+    return (*qrange(bits), e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), e0, op.out_bits, bits_for(e0) + op.out_bits,
+            fast is not None, *(fast or (1, 0)), rq if rq == 2 else 0)
 
 
 def ln_mean_magic(in_bits: int, c: int) -> tuple[int, int, int]:

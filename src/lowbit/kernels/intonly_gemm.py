@@ -24,8 +24,9 @@ import triton
 import triton.language as tl
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
-from lowbit.kernels.intonly import (_floordiv, _ratio_i32, _requant, _row_reciprocal, _rows, _rq_store, _shift_exp,
-                                    _shift_exp_i32, channel_dyadic, hi_word_modes, out_dtype, shiftmax_i32)
+from lowbit.kernels.intonly import (_floordiv, _gelu_value, _ratio_i32, _requant, _row_reciprocal, _rows, _rq_value,
+                                    _shift_exp, _shift_exp_i32, channel_dyadic, gelu_consts, gelu_i32, hi_word_modes,
+                                    out_dtype, shiftmax_i32)
 
 
 def int_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,11 +95,14 @@ def bmm(a: torch.Tensor, b: torch.Tensor, block_m: int = 64, block_n: int = 64, 
 
 # --- linears with the requantization in the epilogue -------------------------------------------------------------
 @triton.jit
-def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, out_ptr, M, N, K,
-                      stride_x, stride_w, stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr,
+def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, b3_ptr, c3_ptr,
+                      out_ptr, M, N, K, stride_x, stride_w, stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr,
                       LO1: tl.constexpr, HI1: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr,
-                      TWO: tl.constexpr, HI_WORD: tl.constexpr, HI_WORD2: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      TWO: tl.constexpr, HI_WORD: tl.constexpr, HI_WORD2: tl.constexpr, GELU: tl.constexpr,
+                      G_LO: tl.constexpr, G_HI: tl.constexpr, X0: tl.constexpr, N_EXP: tl.constexpr,
+                      EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, E0: tl.constexpr, G_BITS: tl.constexpr,
+                      DIV_ABITS: tl.constexpr, G_I32: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr,
+                      G_RQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # grid (M tiles, N tiles), M fastest: a wave shares few weight tiles. No grouped (swizzled) order: it needs an
     # index division (the kernels have none, test_kernels), and BERT-base's operands at 32 x 128 (x 3-12 MB,
     # w <= 2.4 MB) fit the H100's 50 MB L2 anyway
@@ -115,11 +119,18 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
-    # the epilogue of lowbit.kernels.intonly._rq_kernel, on the accumulator instead of an INT32 tensor
+    # the epilogue of lowbit.kernels.intonly._rq_kernel, on the accumulator instead of an INT32 tensor; with GELU
+    # (FC1) then that of _shift_gelu_kernel (ShiftGELU and FC2's input requantization, (b3, c3)) on those codes, so
+    # neither FC1's 16-bit output nor a GELU pass touches memory
     rows, cols = rm.to(tl.int64)[:, None], rn[None, :]
     cok = cols < N
-    _rq_store(acc, rows, cols, (rows < M) & cok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr,
-              out_ptr, stride_z2, stride_out, LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2)
+    ok = (rows < M) & cok
+    v = _rq_value(acc, rows, cols, ok, cok, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, stride_z2,
+                  LO, HI, LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2)
+    if GELU:
+        v = _gelu_value(v, cols, cok, b3_ptr, c3_ptr, G_LO, G_HI, X0, N_EXP, EXP_ABITS, EXP_QBITS, E0, G_BITS,
+                        DIV_ABITS, G_I32, DIV_M, DIV_SH, G_RQ)
+    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 # Launch tiles of linear_rq: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) by family (see _family); benchmarks/
@@ -159,8 +170,8 @@ def _family(m: int, n: int) -> str:
 
 
 def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m: Dyadic, bits: int,
-              bias: torch.Tensor | None = None, term2: tuple[torch.Tensor, Dyadic] | None = None
-              ) -> torch.Tensor | None:
+              bias: torch.Tensor | None = None, term2: tuple[torch.Tensor, Dyadic] | None = None,
+              gelu: tuple[object, Dyadic, int] | None = None) -> torch.Tensor | None:
     """``intonly.requant(x @ wᵀ, m, bits, bias, term2, lin_bias)`` as one GEMM whose epilogue requantizes: the INT32
     product never reaches memory.
 
@@ -174,6 +185,9 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
         bias: (N,) added at shift precision, or None.
         term2: (z2 (..., N) integer codes, m2): the residual sum's second term (each term clamped to bits + 1,
             the sum to bits), or None; |b2| < 2^31 as for m.
+        gelu: (op, m3, bits3): FC1 with the GELU fused, ``intonly.shift_gelu(<the codes above>, op, m3, bits3)``
+            (ops.ShiftGELU op on its int32 path, gelu_i32), returned instead of the codes; None where it does not
+            apply (the caller runs the GELU apart).
 
     Returns:
         (..., N) codes, or None when the operands are outside the kernel (multipliers not per tensor / per channel,
@@ -191,12 +205,19 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
     if bc is None or bc2 is None or k >= 1 << 17 or (term2 is not None and term2[0].shape != (*lead, n)) \
             or any(t is not None and t.numel() != n for t in (bias, lin_bias)):
         return None
+    g_consts, bc3 = (0,) * 13, bc
+    if gelu is not None:
+        op, m3, bits3 = gelu
+        bc3 = channel_dyadic(m3, n, x.device)
+        if bc3 is None or gelu_i32(op) is None:
+            return None
+        g_consts = gelu_consts(op, m3, bits3)
     x2 = _rows(x.to(torch.int8))
     w = w.to(torch.int8)
     w = w if w.stride(-1) == 1 else w.contiguous()
     z2 = _rows(term2[0]) if term2 is not None else x2
     rows = x2.shape[0]
-    out = torch.empty((rows, n), dtype=out_dtype(bits), device=x.device)
+    out = torch.empty((rows, n), dtype=out_dtype(bits if gelu is None else gelu[2]), device=x.device)
     if rows == 0:
         return out.reshape(*lead, n)
     bias_t, lin_t = (t.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous() if t is not None else bc[0]
@@ -205,11 +226,11 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
     lo1, hi1 = qrange(bits + 1)
     bm, bn, bk, warps, stages = TILES[_family(rows, n)]
     grid = (triton.cdiv(rows, bm), triton.cdiv(n, bn))
-    _linear_rq_kernel[grid](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], out, rows, n, k, x2.stride(0),
-                            w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1, hi1, bias is not None,
-                            lin_bias is not None, term2 is not None, *hi_word_modes(m, bias, term2), bm, bn, bk,
-                            num_warps=warps,
-                            num_stages=stages)
+    _linear_rq_kernel[grid](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], bc3[0], bc3[1], out, rows, n, k,
+                            x2.stride(0), w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1, hi1,
+                            bias is not None, lin_bias is not None, term2 is not None,
+                            *hi_word_modes(m, bias, term2), gelu is not None, *g_consts, bm, bn, bk,
+                            num_warps=warps, num_stages=stages)
     return out.reshape(*lead, n)
 
 
