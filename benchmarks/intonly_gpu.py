@@ -224,6 +224,9 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
               # M >= intonly_gemm.LARGE_M (swept at --sweep-large, not at the first size)
               "linear.large": [(128, 128, 128, 8, 3), (128, 128, 64, 8, 4), (128, 64, 128, 4, 4), (64, 128, 128, 4, 4),
                                (128, 256, 64, 8, 3)],
+              # FC1 with the GELU in its epilogue (registers: lowbit.kernels.intonly_gemm's TILES comment)
+              "linear.gelu": [(64, 64, 128, 4, 4), (64, 64, 128, 4, 3), (128, 64, 128, 8, 3), (64, 32, 128, 4, 4),
+                              (64, 128, 128, 4, 4)],
               # the fused attention: (BLOCK_M queries, BLOCK_N keys, warps, stages)
               "attention": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
               # its one-pass kernel, after "attention" (swept with it off): (VALUES, warps), BLOCK_M = min(64,

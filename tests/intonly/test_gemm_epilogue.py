@@ -141,7 +141,7 @@ def test_bert_with_q_k_v_as_three_gemms_equals_the_integer_backend(monkeypatch):
     assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])
 
 
-@pytest.mark.parametrize("m_rows,k,n", [(1, 24, 5), (37, 200, 96), (130, 776, 130)])
+@pytest.mark.parametrize("m_rows,k,n", [(1, 24, 5), (37, 200, 96), (130, 776, 130), (300, 72, 70)])  # 300: linear.gelu
 @pytest.mark.parametrize("scale", [2e-3, 8.0 / 2**15, 0.05])
 @pytest.mark.parametrize("rq_bound", [True, False])
 def test_linear_rq_with_the_gelu_equals_linear_then_gelu(m_rows, k, n, scale, rq_bound):

@@ -146,6 +146,10 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # int32 Shiftmax, SASS a thread executes per score (benchmarks/gemm_regs.py --sweep --only attention): three sweeps
 # 64x32 121 at T_PAD 128 / 108 at 512 (128 registers); one pass (4096, 4) 32x128 87 (86 registers), (8192, 4) 64x128
 # 73 (230) and 16x512 81 (174), (8192, 8) 16x512 88 (122); no spills. On the int64 path (8192, 4) spills 0.6-1 KB.
+# linear.gelu: FC1 with the GELU in its epilogue (beyond linear.small's rows). Its int32 sigmoid per value needs
+# registers: sm_90, 16-bit codes -> GELU -> int8 (benchmarks/gemm_regs.py): 64x128x128 / 4 warps 255 registers and
+# 64 B spilled, 128x64x128 / 8 warps 148, 64x64x128 / 4 warps 146, 64x32x128 64, no spills. Default 64x64 until a
+# sweep times them (not yet on the H100).
 # linear.large (M >= LARGE_M rows, e.g. BERT-base 32 x 384) has its own entry so that a sweep at such a size picks
 # its tile apart from the 32 x 128 picks (benchmarks/intonly_gpu.py --sweep-large).
 # Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep --sweep-large 32x384, 2026-11-23, code of
@@ -155,7 +159,8 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # three sweeps there); linear.large at 32 x 384 11.84 ms with 64 x 128 x 128 / 4 warps, 12.3-13.8 otherwise.
 TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (128, 64, 128, 4, 3),
                                      "linear.small": (16, 64, 128, 4, 3), "linear.large": (64, 128, 128, 4, 4),
-                                     "attention": (64, 32, 4, 3), "attention.one": (4096, 4)}
+                                     "linear.gelu": (64, 64, 128, 4, 4), "attention": (64, 32, 4, 3),
+                                     "attention.one": (4096, 4)}
 LARGE_M = 8192
 
 
@@ -224,7 +229,7 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
                      for t in (bias, lin_bias))
     lo, hi = qrange(bits)
     lo1, hi1 = qrange(bits + 1)
-    bm, bn, bk, warps, stages = TILES[_family(rows, n)]
+    bm, bn, bk, warps, stages = TILES["linear.gelu" if gelu is not None and rows > 256 else _family(rows, n)]
     grid = (triton.cdiv(rows, bm), triton.cdiv(n, bn))
     _linear_rq_kernel[grid](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], bc3[0], bc3[1], out, rows, n, k,
                             x2.stride(0), w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1, hi1,
