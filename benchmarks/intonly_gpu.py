@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep-large", type=lambda v: tuple(int(u) for u in v.split("x")), default=None,
                    metavar="BxT", help="with --sweep: also sweep the linear.large GEMM tile at this BERT size "
                    "(e.g. 32x384: M >= intonly_gemm.LARGE_M rows)")
+    p.add_argument("--sweep-vit", metavar="FAMILIES",
+                   help="comma list of tile families to sweep on ViT-B/16 at the first batch (e.g. attention.one)")
     p.add_argument("--sweep", action="store_true",
                    help="first choose the integer kernels' launch tiles (lowbit.kernels.intonly.TILES and the linears' "
                         "lowbit.kernels.intonly_gemm.TILES) by timing the whole BERT-base forward at the first batch "
@@ -319,6 +321,13 @@ def main(argv=None) -> None:
                                                   ("linear.large",))
             info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
             require_kernels(im, inputs(3, 111))  # still bit-exact with the chosen tiles (several row blocks, a tail)
+        if args.sweep_vit and name == "vit-b16":  # its own sequence length (197): attention tiles differ from BERT's
+            from lowbit.kernels import intonly, intonly_gemm
+
+            info["vit tile sweep"] = sweep_tiles(im, {k: v.cuda() for k, v in inputs(args.batches[0], 0).items()},
+                                                 tuple(args.sweep_vit.split(",")))
+            info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
+            require_kernels(im, inputs(3, 0))
         if hasattr(fp.config, "_attn_implementation"):
             fp.config._attn_implementation = args.attn
         fp16 = fp.half().cuda()

@@ -148,8 +148,11 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # 73 (230) and 16x512 81 (174), (8192, 8) 16x512 88 (122); no spills. On the int64 path (8192, 4) spills 0.6-1 KB.
 # linear.gelu: FC1 with the GELU in its epilogue (beyond linear.small's rows). Its int32 sigmoid per value needs
 # registers: sm_90, 16-bit codes -> GELU -> int8 (benchmarks/gemm_regs.py): 64x128x128 / 4 warps 255 registers and
-# 64 B spilled, 128x64x128 / 8 warps 148, 64x64x128 / 4 warps 146, 64x32x128 64, no spills. Default 64x64 until a
-# sweep times them (not yet on the H100).
+# 64 B spilled, 128x64x128 / 8 warps 148, 64x64x128 / 4 warps 146, 64x32x128 64, no spills. The H100 still prefers
+# 64x128 (sweep at 3fbf9a2, BERT-base 32 x 128 forward: 2.83 ms against 3.16 for 64x32 and 3.62 for 64x64).
+# attention stays 64 x 32 although that sweep picked 64 x 128 (2.80 vs 2.83 ms): at 32 x 128 the one-pass kernel
+# runs, so the options differed by noise only, and where the three sweeps run (32 x 384) 64 x 128 made the attention
+# 4.86 ms against 4.27.
 # linear.large (M >= LARGE_M rows, e.g. BERT-base 32 x 384) has its own entry so that a sweep at such a size picks
 # its tile apart from the 32 x 128 picks (benchmarks/intonly_gpu.py --sweep-large).
 # Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep --sweep-large 32x384, 2026-11-23, code of
@@ -159,7 +162,7 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # three sweeps there); linear.large at 32 x 384 11.84 ms with 64 x 128 x 128 / 4 warps, 12.3-13.8 otherwise.
 TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (128, 64, 128, 4, 3),
                                      "linear.small": (16, 64, 128, 4, 3), "linear.large": (64, 128, 128, 4, 4),
-                                     "linear.gelu": (64, 64, 128, 4, 4), "attention": (64, 32, 4, 3),
+                                     "linear.gelu": (64, 128, 128, 4, 4), "attention": (64, 32, 4, 3),
                                      "attention.one": (4096, 4)}
 LARGE_M = 8192
 
