@@ -239,12 +239,21 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
 
 def sweep_tiles(im, x: dict, families=None) -> dict:
     """Coordinate descent over TILES: per kernel family (all but linear.large, or only ``families``), the option
-    with the fastest graph-replayed forward."""
+    with the fastest graph-replayed forward of BERT (x: input_ids) or ViT (x: pixel_values)."""
     from lowbit.kernels import intonly, intonly_gemm
 
-    ids = x["input_ids"]
-    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
     A = im._backend("int")
+    if "pixel_values" in x:  # ViT: the integer graph from the quantized pixels
+        codes = im.quantize_pixels(x["pixel_values"])
+
+        def forward():
+            return im.integer_forward(A, codes)
+    else:
+        ids = x["input_ids"]
+        mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+
+        def forward():
+            return im.integer_forward(A, ids, mask, types)
     log = {}
     for tiles, fam, options in [(intonly.TILES, *kv) for kv in SWEEP.items()] + \
             [(intonly_gemm.TILES, *kv) for kv in GEMM_SWEEP.items()]:
@@ -255,7 +264,7 @@ def sweep_tiles(im, x: dict, families=None) -> dict:
             tiles[fam] = opt
             try:
                 with torch.no_grad():
-                    times[opt] = time_ms(lambda: im.integer_forward(A, ids, mask, types), 20, 3, True)
+                    times[opt] = time_ms(forward, 20, 3, True)
             except Exception as e:  # a tile that does not compile or capture is skipped, and said
                 print(f"sweep {fam} {opt}: {type(e).__name__}: {str(e).splitlines()[0][:100]}", flush=True)
         best = min(times, key=times.get)

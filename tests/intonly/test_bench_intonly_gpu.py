@@ -51,3 +51,18 @@ def test_markdown_table(bench):
     md = bench.to_markdown([row])
     assert "| bert-base | 32 | 128 | 2.000 | - | 3.000 | - | 1.500 | - |" in md
     assert "linears (_int_mm) 1.000 (100%)" in md and "capture failed" in md
+
+
+@pytest.mark.parametrize("name", ["bert-base", "vit-b16"])
+def test_sweep_runs_the_forward_of_either_model(bench, name, monkeypatch):
+    """sweep_tiles times each option's whole integer forward (timing stubbed on the CPU: one forward, constant
+    time) and keeps the first option of equal ones; the ViT sweep feeds pixels, not token ids."""
+    from lowbit.kernels import intonly_gemm
+
+    _, im, inputs = bench.build(name, 8, tiny=True)
+    calls = []
+    monkeypatch.setattr(bench, "time_ms", lambda fn, *a: calls.append(fn()) or 1.0)
+    monkeypatch.setitem(intonly_gemm.TILES, "attention.one", intonly_gemm.TILES["attention.one"])
+    log = bench.sweep_tiles(im, inputs(2, 8), ("attention.one",))
+    options = bench.GEMM_SWEEP["attention.one"]
+    assert len(calls) == len(options) and log["attention.one"]["best"] == str(options[0])
