@@ -10,18 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lowbit.intonly.dyadic import INT, Dyadic, dyadic
+from test_gemm_epilogue import _reference  # the torch integer reference of linear_rq
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
-
-
-def _reference(x, w, lin_bias, m, bits, term2=None):
-    z = INT.linear(x.long(), w, None)
-    if lin_bias is not None:
-        z = z + lin_bias
-    if term2 is not None:
-        return INT.rq_sum([(z, m), (term2[0].long(), term2[1])], bits)
-    return INT.rq(z, m, None, bits)
 
 
 def _multipliers(g, n: int, c_lo: int, signed: bool = True) -> Dyadic:
@@ -96,7 +88,7 @@ def test_linear_rq_hi_word_path_equals_the_reference(seed, rows, k, n, c_lo, bit
     modes = hi_word_modes(m, None, term2)
     assert all(modes) and (modes[0] == 2) == (m.z_bits is not None)
     out = linear_rq(x, w, lin_bias, m, bits, term2=term2)
-    assert torch.equal(out.long(), _reference(x, w, lin_bias, m, bits, term2))
+    assert torch.equal(out.long(), _reference(x, w, lin_bias, m, bits, term2=term2))
 
 
 @settings(max_examples=20, deadline=None)
