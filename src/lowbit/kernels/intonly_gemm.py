@@ -24,9 +24,9 @@ import triton
 import triton.language as tl
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
-from lowbit.kernels.intonly import (_floordiv, _gelu_value, _ratio_i32, _requant, _row_reciprocal, _rows, _rq_value,
-                                    _shift_exp, _shift_exp_i32, channel_dyadic, gelu_consts, gelu_i32, hi_word_modes,
-                                    out_dtype, shiftmax_i32)
+from lowbit.kernels.intonly import (_floordiv, _gelu_value, _hi_word_rq, _ratio_i32, _requant, _row_reciprocal,
+                                    _rows, _rq_value, _shift_exp, _shift_exp_i32, channel_dyadic, gelu_consts, gelu_i32,
+                                    hi_word_modes, out_dtype, shiftmax_i32)
 
 
 def int_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -255,9 +255,18 @@ def _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
-def _rq_scores(s, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr):
-    """INT32 scores requantized to score_bits and clamped (IntEncoder._rq), int64."""
-    return tl.minimum(tl.maximum(_requant(s.to(tl.int64) * rq_b, rq_c), LO), HI)
+def _rq_scores(s, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr, RQ: tl.constexpr):
+    """INT32 scores requantized to score_bits and clamped (IntEncoder._rq): RQ = hi_word_modes of the multiplier
+    (2: scores shifted left to a shift of 33 within their plan bound, then the 32-bit high-word rounding of
+    intonly._hi_word_rq; 1: the shift is >= 33 already), 0: int64."""
+    if RQ > 0:
+        c = rq_c.to(tl.int32)
+        if RQ == 2:
+            s = s << tl.maximum(33 - c, 0)
+        v = _hi_word_rq(s.to(tl.int64) * rq_b, tl.maximum(c, 33))
+    else:
+        v = _requant(s.to(tl.int64) * rq_b, rq_c)
+    return tl.minimum(tl.maximum(v, LO), HI)
 
 
 @triton.jit
@@ -268,16 +277,16 @@ def _exp_of(x, valid, mx, X0: tl.constexpr, N: tl.constexpr, EXP_ABITS: tl.const
     if I32:  # int32 (one return: the compiler wants a single return type)
         e = tl.where(valid, _shift_exp_i32(tl.minimum(x.to(tl.int32) - mx.to(tl.int32), 0), X0, N, DIV_M, DIV_SH), 0)
     else:  # int64
-        e = tl.where(valid, _shift_exp(tl.where(valid, x - mx, 0), X0, N, EXP_ABITS, EXP_QBITS), 0)
+        e = tl.where(valid, _shift_exp(tl.where(valid, x.to(tl.int64) - mx, 0), X0, N, EXP_ABITS, EXP_QBITS), 0)
     return e
 
 
 @triton.jit
 def _exp_block(s, valid, mx, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
                EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
-               DIV_SH: tl.constexpr):
+               DIV_SH: tl.constexpr, RQ: tl.constexpr):
     """The exponentials of a block of INT32 scores s (_rq_scores, then _exp_of)."""
-    return _exp_of(_rq_scores(s, rq_b, rq_c, LO, HI), valid, mx, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
+    return _exp_of(_rq_scores(s, rq_b, rq_c, LO, HI, RQ), valid, mx, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
 
 
 @triton.jit
@@ -308,8 +317,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
                       LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
                       EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, OUT_BITS: tl.constexpr,
                       DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
-                      DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr, HEAD_D: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                      DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr, SCORE_RQ: tl.constexpr,
+                      HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid (query blocks, heads, batch): no index division. Three sweeps over the keys, each recomputing the score
     # block on the tensor cores (64 MACs per score at head dim 64, against ~30 integer ops per score for the
     # requant and exponential): 1) the row maximum and minimum of the raw INT32 scores (requant and clamp are
@@ -335,12 +344,13 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
         raw = tl.maximum(raw, tl.max(tl.where(valid, s, -0x7FFFFFFF - 1), 1))
         raw_lo = tl.minimum(raw_lo, tl.min(tl.where(valid, s, 0x7FFFFFFF), 1))
     raw = tl.where(rq_b >= 0, raw, raw_lo)
-    mx = tl.minimum(tl.maximum(_requant(raw.to(tl.int64) * rq_b, rq_c), LO), HI)[:, None]
+    mx = _rq_scores(raw, rq_b, rq_c, LO, HI, SCORE_RQ).to(tl.int64)[:, None]
     # 2) the row total (an exact integer sum: the order of the blocks does not matter)
     total = tl.zeros((BLOCK_M, 1), tl.int64)
     for n0 in range(0, T, BLOCK_N):
         s, valid = _score_block(q, k_ptr, mask_ptr, n0 + rn0, rd, T, skt, HAS_MASK)
-        e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
+        e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH,
+                       SCORE_RQ)
         total += tl.sum(e.to(tl.int64), 1)[:, None]
     r = total  # one reciprocal per row on the int32 path (intonly._ratio_i32); unused on the int64 one
     if I32:
@@ -350,7 +360,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
     for n0 in range(0, T, BLOCK_N):
         rn = n0 + rn0
         s, valid = _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK)
-        e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH)
+        e = _exp_block(s, valid, mx, rq_b, rq_c, LO, HI, X0, N, EXP_ABITS, EXP_QBITS, I32, DIV_M, DIV_SH,
+                       SCORE_RQ)
         p = _probs(e, total, r, OUT_BITS, DIV_ABITS, RS, I32)
         vb = tl.load(v_ptr + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T, other=0)
         acc = tl.dot(p, vb, acc, out_dtype=tl.int32)
@@ -364,7 +375,8 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
                               EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, OUT_BITS: tl.constexpr,
                               DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr,
                               DIV_M: tl.constexpr, DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr,
-                              HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, T_PAD: tl.constexpr):
+                              SCORE_RQ: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                              T_PAD: tl.constexpr):
     # _attention_kernel for rows whose T_PAD keys fit in registers: the scores of the query block against all keys
     # from one tl.dot, requantized and exponentiated once and held (int32 on the int32 path) for the total and the
     # probabilities, then one P·V. The three sweeps recompute q·kᵀ three times and the requant + exponential twice.
@@ -379,7 +391,7 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
     rq_c = tl.load(rq_ptr + 1)
     s, valid = _score_block(q, k_ptr + z * skb + h * skh, mask_ptr + z * stride_mask, rn, rd, T, skt,
                             HAS_MASK)  # (BLOCK_M, T_PAD) INT32
-    x = _rq_scores(s, rq_b, rq_c, LO, HI)
+    x = _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ)
     if I32:  # score_bits <= 30 (shiftmax_i32)
         x = x.to(tl.int32)
     mx = tl.max(tl.where(valid, x, LO), 1)[:, None]  # any value where no key counts: every exponential is 0 then
@@ -430,7 +442,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
     args = (q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
             k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1), lo, hi,
             e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, bits_for(e.bound()) + op.out_bits + 2,
-            mask is not None, fast is not None, *(fast or (1, 0, 0, 0)), d)
+            mask is not None, fast is not None, *(fast or (1, 0, 0, 0)), hi_word_modes(m_scores, None, None)[0], d)
     if one_m >= 16:  # tl.dot wants 16 rows at least
         _onepass_attention_kernel[(triton.cdiv(t, one_m), h, b)](*args, one_m, t_pad, num_warps=one_warps,
                                                                  num_stages=1)
