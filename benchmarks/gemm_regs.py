@@ -56,12 +56,15 @@ def per_score(r: dict, block_m: int, block_n: int, warps: int, t_pad: int) -> fl
 
 
 def compile_linear(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: str, bits: int, two: bool,
-                   hi_word: int = 2) -> dict:
+                   hi_word: int = 2, persist: bool = False) -> dict:
     """hi_word: the epilogue's requantization (intonly.hi_word_modes), 2 the 32-bit one calibrated BERT-base's GEMMs
-    take, 0 the int64 one."""
+    take, 0 the int64 one. persist: the persistent launch's flattened tile loop (intonly_gemm.PERSIST)."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     consts = dict(LO=lo, HI=hi, LO1=2 * lo, HI1=2 * hi + 1, HAS_BIAS=False, HAS_LIN_BIAS=True, TWO=two,
-                  HI_WORD=hi_word, HI_WORD2=hi_word or 1, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+                  HI_WORD=hi_word, HI_WORD2=hi_word or 1, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, PERSIST=persist,
+                  WS=False, GELU=False)
+    consts.update(dict.fromkeys(("G_LO", "G_HI", "X0", "N_EXP", "EXP_ABITS", "EXP_QBITS", "E0", "G_BITS", "DIV_ABITS",
+                                 "G_I32", "DIV_M", "DIV_SH", "G_RQ"), 0))  # no GELU in the epilogue
     return compile_sm90(G._linear_rq_kernel, consts, dict(x_ptr="*i8", w_ptr="*i8", z2_ptr="*i32", out_ptr=out_ptr),
                         warps, stages)
 

@@ -2,11 +2,13 @@
 cuBLASLt int8 (``torch._int_mm``, INT32 out, no requantization), so that the forward's linear time can be split into
 what the int8 main loop costs and what the requantizing epilogue adds.
 
-    PYTHONPATH=src python3 benchmarks/int8_gemm_bert.py [--rows 4096,12288] [--tiles]
+    PYTHONPATH=src python3 benchmarks/int8_gemm_bert.py [--rows 4096,12288] [--tiles] [--persist 1,2[,ws]]
 
 Per BERT-base linear (Q/K/V fused 2304 x 768 with int8 out, O 768 x 768 and FC2 768 x 3072 with the residual term,
 FC1 3072 x 768 with 16-bit out) at M = batch x tokens rows: µs per call (CUDA-graph replay, medians, operands
-rotated past L2) and TOP/s. ``--tiles`` also times every linear_rq tile option of intonly_gpu.py's sweep.
+rotated past L2) and TOP/s. ``--tiles`` also times every linear_rq tile option of intonly_gpu.py's sweep;
+``--persist`` the persistent launch (intonly_gemm.PERSIST: programs per SM; "ws" with warp specialization) with
+each linear's default tile, checked equal to the default launch's codes first.
 Realistic multipliers: per-channel dyadics b in [2^30, 2^31), c in 38..46 (what calibrated BERT layers give).
 """
 from __future__ import annotations
@@ -55,6 +57,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", default="4096,12288", help="M values (BERT-base 32 x 128 = 4096, 32 x 384 = 12288)")
     p.add_argument("--tiles", action="store_true", help="also every linear_rq tile option of the sweep")
+    p.add_argument("--persist", default="", help="comma list of persistent launches: programs per SM, 'ws' suffix "
+                                                 "for warp specialization (e.g. 1,2,2ws)")
     a = p.parse_args()
     gen = torch.Generator().manual_seed(0)
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
@@ -67,6 +71,22 @@ def main() -> None:
                 total[method] = total.get(method, 0.0) + us
                 print(f"M={rows:6d} {name:4s} N={n:5d} K={k:5d}  {method:22s} {us:8.1f} µs  {ops / us / 1e6:7.1f} TOP/s",
                       flush=True)
+            for opt in filter(None, a.persist.split(",")):
+                fam = G._family(rows, n)
+                fns = calls(rows, n, k, bits, two, torch.Generator().manual_seed(1))["linear_rq"]
+                want = fns[0]()
+                G.PERSIST[fam], G.WARP_SPECIALIZE = int(opt.rstrip("ws")), opt.endswith("ws")
+                try:
+                    got = fns[0]()
+                    same = torch.equal(got, want)
+                    us = time_calls(fns, calls_per_replay=16, replays=10)[0] if same else float("nan")
+                    print(f"M={rows:6d} {name:4s}   linear_rq persist {opt:4s} equal={same}  {us:8.1f} µs  "
+                          f"{ops / us / 1e6:7.1f} TOP/s", flush=True)
+                except Exception as e:  # noqa: BLE001 - a variant that does not compile on this Triton: say so
+                    print(f"M={rows:6d} {name:4s}   linear_rq persist {opt}: {type(e).__name__}: {str(e)[:300]}")
+                finally:
+                    G.PERSIST.pop(fam, None)
+                    G.WARP_SPECIALIZE = False
             if a.tiles:
                 fam = G._family(rows, n)
                 default = G.TILES[fam]

@@ -58,6 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="first choose the integer kernels' launch tiles (lowbit.kernels.intonly.TILES and the linears' "
                         "lowbit.kernels.intonly_gemm.TILES) by timing the whole BERT-base forward at the first batch "
                         "and sequence length, one kernel family at a time")
+    p.add_argument("--sweep-at", metavar="BxT:FAMILIES", default=None,
+                   help="with --sweep (or alone): sweep these tile families on BERT-base at this size, e.g. "
+                        "32x384:attention.one.long,persist:linear.large")
+    p.add_argument("--persist", default="", metavar="FAM=N,...",
+                   help="persistent launches of the linears (lowbit.kernels.intonly_gemm.PERSIST): tile family = "
+                        "programs per SM, e.g. linear.large=2,linear.gelu=2; 'all=N' for every family, a 'ws' suffix "
+                        "(all=2ws) warp-specialises the loop")
     a = p.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     bad = [m for m in a.models if m not in MODELS]
@@ -234,7 +241,12 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
               # its one-pass kernel, after "attention" (swept with it off): (VALUES, warps), BLOCK_M = min(64,
               # VALUES // T_PAD) query rows where >= 16 (at T_PAD 128 / 256 / 512: 2048 -> 16 / - / -, 4096 -> 32 /
               # 16 / -, 8192 -> 64 / 32 / 16); (0, 4) = off, the three sweeps everywhere
-              "attention.one": [(0, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 4), (8192, 8)]}
+              "attention.one": [(0, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 4), (8192, 8)],
+              # the same at T_PAD >= 512 (BERT 384 tokens; swept with --sweep-at): 8192 -> 16 rows, 16384 -> 32
+              "attention.one.long": [(0, 4), (8192, 4), (8192, 8), (16384, 8)]}
+# persistent launches of the linears (intonly_gemm.PERSIST, programs per SM; 0 = a program per tile), swept only
+# where named ("persist:linear.large" in --sweep-at / --sweep-vit)
+PERSIST_SWEEP = {f: [0, 1, 2] for f in ("linear", "linear.narrow", "linear.large", "linear.gelu")}
 
 
 def sweep_tiles(im, x: dict, families=None) -> dict:
@@ -256,19 +268,20 @@ def sweep_tiles(im, x: dict, families=None) -> dict:
             return im.integer_forward(A, ids, mask, types)
     log = {}
     for tiles, fam, options in [(intonly.TILES, *kv) for kv in SWEEP.items()] + \
-            [(intonly_gemm.TILES, *kv) for kv in GEMM_SWEEP.items()]:
-        if (fam not in families) if families else fam == "linear.large":
+            [(intonly_gemm.TILES, *kv) for kv in GEMM_SWEEP.items()] + \
+            [(intonly_gemm.PERSIST, "persist:" + f, o) for f, o in PERSIST_SWEEP.items()]:
+        if (fam not in families) if families else fam in ("linear.large", "attention.one.long") or ":" in fam:
             continue
         times = {}
         for opt in options:
-            tiles[fam] = opt
+            tiles[fam.split(":")[-1]] = opt
             try:
                 with torch.no_grad():
                     times[opt] = time_ms(forward, 20, 3, True)
             except Exception as e:  # a tile that does not compile or capture is skipped, and said
                 print(f"sweep {fam} {opt}: {type(e).__name__}: {str(e).splitlines()[0][:100]}", flush=True)
         best = min(times, key=times.get)
-        tiles[fam] = best
+        tiles[fam.split(":")[-1]] = best
         log[fam] = {str(k): round(v, 3) for k, v in times.items()} | {"best": str(best)}
         print(f"sweep {fam}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()) + f" -> {best}", flush=True)
     return log
@@ -312,6 +325,16 @@ def main(argv=None) -> None:
         raise SystemExit("intonly_gpu: needs a CUDA device (the kernel backend is what this script measures)")
     os.makedirs(args.out, exist_ok=True)
     info, rows = meta(), []
+    if args.persist:
+        from lowbit.kernels import intonly_gemm
+
+        for item in args.persist.split(","):
+            fam, n = item.split("=")
+            for f in (intonly_gemm.TILES if fam == "all" else (fam,)):
+                if f.startswith("linear"):
+                    intonly_gemm.PERSIST[f] = int(n.rstrip("ws"))
+            intonly_gemm.WARP_SPECIALIZE |= n.endswith("ws")
+        info["persist"] = dict(intonly_gemm.PERSIST, ws=intonly_gemm.WARP_SPECIALIZE)
     print(info, flush=True)
     for name in args.models:
         t = time.time()
@@ -330,6 +353,16 @@ def main(argv=None) -> None:
                                                   ("linear.large",))
             info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
             require_kernels(im, inputs(3, 111))  # still bit-exact with the chosen tiles (several row blocks, a tail)
+        if args.sweep_at and name == "bert-base":
+            from lowbit.kernels import intonly, intonly_gemm
+
+            size, fams = args.sweep_at.split(":")
+            b, t = (int(v) for v in size.split("x"))
+            info["sweep at " + size] = sweep_tiles(im, {k: v.cuda() for k, v in inputs(b, t).items()},
+                                                   tuple(fams.split(",")))
+            info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
+            info["persist"] = dict(intonly_gemm.PERSIST)
+            require_kernels(im, inputs(2, 160))
         if args.sweep_vit and name == "vit-b16":  # its own sequence length (197): attention tiles differ from BERT's
             from lowbit.kernels import intonly, intonly_gemm
 

@@ -129,7 +129,7 @@ def test_onepass_kernel_at_500_keys(scale, monkeypatch):
     """T_PAD 512 (16 query rows a program, 32 programs with a tail), a mask keeping 300 keys, both Shiftmax paths."""
     from lowbit.kernels import intonly_gemm
 
-    monkeypatch.setitem(intonly_gemm.TILES, "attention.one", ONEPASS)
+    monkeypatch.setitem(intonly_gemm.TILES, "attention.one.long", ONEPASS)  # the T_PAD >= 512 entry
     launches = _Launches(monkeypatch)
     g = torch.Generator().manual_seed(500)
     q, k, v = _heads(g, 1, 1, 500, 32, fused=False)

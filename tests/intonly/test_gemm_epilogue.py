@@ -166,3 +166,32 @@ def test_linear_rq_with_the_gelu_equals_linear_then_gelu(m_rows, k, n, scale, rq
     assert out.dtype == torch.int8
     assert torch.equal(out.long(), INT.gelu_rq(op, g_in, m3, 8))
     assert out.unique().numel() > 1  # not a constant (e.g. all zero) output
+
+
+@pytest.mark.parametrize("per_sm", [1, 3])
+def test_the_persistent_launch_equals_the_reference(monkeypatch, per_sm):
+    """intonly_gemm.PERSIST: each program walks several M tiles of its column in one flattened loop (the interpreter
+    counts as 2 SMs: 1 program per column at per_sm 1, tails of uneven tile counts at 3); same codes as the
+    reference for a plain, a residual and a GELU epilogue, with tails in M, N and K."""
+    from lowbit.intonly.ops import ShiftGELU
+    from lowbit.kernels import intonly_gemm as G
+
+    for fam in G.TILES:
+        if fam.startswith("linear"):
+            monkeypatch.setitem(G.PERSIST, fam, per_sm)
+    g = torch.Generator().manual_seed(per_sm)
+    for m_rows, k, n in ((130, 200, 130), (300, 72, 70)):
+        x, w = _codes(g, m_rows, k), _codes(g, n, k)
+        lin_bias = torch.randint(-2**20, 2**20, (n,), generator=g)
+        m = _multiplier(g, n, True, 2.0**-(bits_of(k) + 6), in_bits=bits_of(k) + 15)
+        assert torch.equal(G.linear_rq(x, w, lin_bias, m, 8).long(), _reference(x, w, lin_bias, m, 8))
+        z2 = torch.randint(-2**15, 2**15, (m_rows, n), generator=g, dtype=torch.int32)
+        m16 = _multiplier(g, n, True, 2.0**-(bits_of(k) - 9), in_bits=bits_of(k) + 1)
+        m2 = _multiplier(g, n, True, 0.6, in_bits=16)
+        out = G.linear_rq(x, w, lin_bias, m16, 16, term2=(z2, m2))
+        assert torch.equal(out.long(), _reference(x, w, lin_bias, m16, 16, term2=(z2, m2)))
+        op = ShiftGELU.build(8.0 / 2**15, 8, 23)
+        m3 = _multiplier(g, n, True, 2.0**-11, in_bits=24)
+        out = G.linear_rq(x, w, lin_bias, m16, 16, gelu=(op, m3, 8))
+        assert torch.equal(out.long(), INT.gelu_rq(op, _reference(x, w, lin_bias, m16, 16), m3, 8))
+        assert out.unique().numel() > 1

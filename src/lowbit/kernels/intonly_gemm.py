@@ -95,19 +95,15 @@ def bmm(a: torch.Tensor, b: torch.Tensor, block_m: int = 64, block_n: int = 64, 
 
 # --- linears with the requantization in the epilogue -------------------------------------------------------------
 @triton.jit
-def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, b3_ptr, c3_ptr,
-                      out_ptr, M, N, K, stride_x, stride_w, stride_z2, stride_out, LO: tl.constexpr, HI: tl.constexpr,
-                      LO1: tl.constexpr, HI1: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LIN_BIAS: tl.constexpr,
-                      TWO: tl.constexpr, HI_WORD: tl.constexpr, HI_WORD2: tl.constexpr, GELU: tl.constexpr,
-                      G_LO: tl.constexpr, G_HI: tl.constexpr, X0: tl.constexpr, N_EXP: tl.constexpr,
-                      EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, E0: tl.constexpr, G_BITS: tl.constexpr,
-                      DIV_ABITS: tl.constexpr, G_I32: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr,
-                      G_RQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # grid (M tiles, N tiles), M fastest: a wave shares few weight tiles. No grouped (swizzled) order: it needs an
-    # index division (the kernels have none, test_kernels), and BERT-base's operands at 32 x 128 (x 3-12 MB,
-    # w <= 2.4 MB) fit the H100's 50 MB L2 anyway
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+def _linear_rq_tile(pid_m, rn, x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, b3_ptr,
+                    c3_ptr, out_ptr, M, N, K, stride_x, stride_w, stride_z2, stride_out, LO: tl.constexpr,
+                    HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, HI_WORD: tl.constexpr, HI_WORD2: tl.constexpr,
+                    GELU: tl.constexpr, G_LO: tl.constexpr, G_HI: tl.constexpr, X0: tl.constexpr, N_EXP: tl.constexpr,
+                    EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, E0: tl.constexpr, G_BITS: tl.constexpr,
+                    DIV_ABITS: tl.constexpr, G_I32: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr,
+                    G_RQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rk = tl.arange(0, BLOCK_K)
     # rows / columns past M / N load the last one (no mask in the K loop but the K tail's); the store drops them
     x_ptrs = x_ptr + tl.minimum(rm, M - 1).to(tl.int64)[:, None] * stride_x + rk[None, :]  # (BLOCK_M, BLOCK_K)
@@ -133,6 +129,38 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
     tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit
+def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr, b3_ptr, c3_ptr,
+                      out_ptr, M, N, K, NUM_M, stride_x, stride_w, stride_z2, stride_out, LO: tl.constexpr,
+                      HI: tl.constexpr, LO1: tl.constexpr, HI1: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      HAS_LIN_BIAS: tl.constexpr, TWO: tl.constexpr, HI_WORD: tl.constexpr, HI_WORD2: tl.constexpr,
+                      GELU: tl.constexpr, G_LO: tl.constexpr, G_HI: tl.constexpr, X0: tl.constexpr,
+                      N_EXP: tl.constexpr, EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, E0: tl.constexpr,
+                      G_BITS: tl.constexpr, DIV_ABITS: tl.constexpr, G_I32: tl.constexpr, DIV_M: tl.constexpr,
+                      DIV_SH: tl.constexpr, G_RQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_K: tl.constexpr, PERSIST: tl.constexpr, WS: tl.constexpr):
+    # grid (M tiles, N tiles), M fastest: a wave shares few weight tiles. No grouped (swizzled) order: it needs an
+    # index division (the kernels have none, test_kernels), and BERT-base's operands at 32 x 128 (x 3-12 MB,
+    # w <= 2.4 MB) fit the H100's 50 MB L2 anyway.
+    # PERSIST: a grid of (G < NUM_M, N tiles) programs, each walking the M tiles pid, pid + G, ... of its column in
+    # one flattened loop, so that the software pipeline loads the next tile's operands under this tile's epilogue
+    # (the K loop is only 6 steps at K = 768); again no index division. WS: that loop warp-specialised.
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    if PERSIST:
+        for pid_m in tl.range(tl.program_id(0), NUM_M, tl.num_programs(0), flatten=True, warp_specialize=WS):
+            _linear_rq_tile(pid_m, rn, x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr, c2_ptr,
+                            b3_ptr, c3_ptr, out_ptr, M, N, K, stride_x, stride_w, stride_z2, stride_out, LO, HI, LO1,
+                            HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2, GELU, G_LO, G_HI, X0, N_EXP,
+                            EXP_ABITS, EXP_QBITS, E0, G_BITS, DIV_ABITS, G_I32, DIV_M, DIV_SH, G_RQ, BLOCK_M,
+                            BLOCK_N, BLOCK_K)
+    else:
+        _linear_rq_tile(tl.program_id(0), rn, x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr,
+                        c2_ptr, b3_ptr, c3_ptr, out_ptr, M, N, K, stride_x, stride_w, stride_z2, stride_out, LO, HI,
+                        LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2, GELU, G_LO, G_HI, X0, N_EXP,
+                        EXP_ABITS, EXP_QBITS, E0, G_BITS, DIV_ABITS, G_I32, DIV_M, DIV_SH, G_RQ, BLOCK_M, BLOCK_N,
+                        BLOCK_K)
+
+
 # Launch tiles of linear_rq: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) by family (see _family); benchmarks/
 # intonly_gpu.py --sweep picks among its GEMM_SWEEP options on the device. For sm_90 (benchmarks/gemm_regs.py):
 # 128x128x128 / 8 warps 176 registers (int8 out) and 125 (16-bit out), wgmma (IGMMA); 128x64x128 / 4 warps 194 with
@@ -153,6 +181,7 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # attention stays 64 x 32 although that sweep picked 64 x 128 (2.80 vs 2.83 ms): at 32 x 128 the one-pass kernel
 # runs, so the options differed by noise only, and where the three sweeps run (32 x 384) 64 x 128 made the attention
 # 4.86 ms against 4.27.
+# attention.one.long: the same for T_PAD >= 512 (BERT's 384 tokens), swept apart (intonly_gpu.py --sweep-at).
 # linear.large (M >= LARGE_M rows, e.g. BERT-base 32 x 384) has its own entry so that a sweep at such a size picks
 # its tile apart from the 32 x 128 picks (benchmarks/intonly_gpu.py --sweep-large).
 # Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep --sweep-large 32x384, 2026-11-23, code of
@@ -163,8 +192,19 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (128, 64, 128, 4, 3),
                                      "linear.small": (16, 64, 128, 4, 3), "linear.large": (64, 128, 128, 4, 4),
                                      "linear.gelu": (64, 128, 128, 4, 4), "attention": (64, 32, 4, 3),
-                                     "attention.one": (4096, 4)}
+                                     "attention.one": (4096, 4), "attention.one.long": (4096, 4)}
 LARGE_M = 8192
+# Persistent launch by family: programs per SM (0 = one program per tile); see _linear_rq_kernel's PERSIST.
+PERSIST: dict[str, int] = {}
+WARP_SPECIALIZE = False
+_SMS: dict[int, int] = {}
+
+
+def _sm_count(device: torch.device) -> int:
+    i = device.index if device.index is not None else torch.cuda.current_device()
+    if i not in _SMS:
+        _SMS[i] = torch.cuda.get_device_properties(i).multi_processor_count
+    return _SMS[i]
 
 
 def _family(m: int, n: int) -> str:
@@ -232,13 +272,17 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
                      for t in (bias, lin_bias))
     lo, hi = qrange(bits)
     lo1, hi1 = qrange(bits + 1)
-    bm, bn, bk, warps, stages = TILES["linear.gelu" if gelu is not None and rows > 256 else _family(rows, n)]
-    grid = (triton.cdiv(rows, bm), triton.cdiv(n, bn))
-    _linear_rq_kernel[grid](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], bc3[0], bc3[1], out, rows, n, k,
-                            x2.stride(0), w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1, hi1,
-                            bias is not None, lin_bias is not None, term2 is not None,
-                            *hi_word_modes(m, bias, term2), gelu is not None, *g_consts, bm, bn, bk,
-                            num_warps=warps, num_stages=stages)
+    family = "linear.gelu" if gelu is not None and rows > 256 else _family(rows, n)
+    bm, bn, bk, warps, stages = TILES[family]
+    num_m, num_n = triton.cdiv(rows, bm), triton.cdiv(n, bn)
+    per_sm = PERSIST.get(family, 0)  # (the interpreter's "device" counts as 2 SMs, so tests walk several tiles)
+    g = min(num_m, -(-per_sm * (_sm_count(x.device) if x.is_cuda else 2) // num_n)) if per_sm else num_m
+    persist = g < num_m
+    _linear_rq_kernel[(g, num_n)](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], bc3[0], bc3[1], out, rows,
+                                  n, k, num_m, x2.stride(0), w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1,
+                                  hi1, bias is not None, lin_bias is not None, term2 is not None,
+                                  *hi_word_modes(m, bias, term2), gelu is not None, *g_consts, bm, bn, bk, persist,
+                                  persist and WARP_SPECIALIZE, num_warps=warps, num_stages=stages)
     return out.reshape(*lead, n)
 
 
@@ -437,7 +481,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
     lo, hi = qrange(score_bits)
     t_pad = max(32, triton.next_power_of_2(t))  # int8 tl.dot wants K >= 32 on sm_90 (P·V over T_PAD keys)
     fast = shiftmax_i32(op, score_bits, t_pad)
-    values, one_warps = TILES["attention.one"]
+    values, one_warps = TILES["attention.one.long" if t_pad >= 512 else "attention.one"]
     one_m = min(64, values // t_pad)  # query rows of the one-pass kernel: BLOCK_M x T_PAD scores held
     args = (q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
             k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1), lo, hi,
