@@ -2,13 +2,13 @@
 cuBLASLt int8 (``torch._int_mm``, INT32 out, no requantization), so that the forward's linear time can be split into
 what the int8 main loop costs and what the requantizing epilogue adds.
 
-    PYTHONPATH=src python3 benchmarks/int8_gemm_bert.py [--rows 4096,12288] [--tiles] [--persist 1,2[,ws]]
+    PYTHONPATH=src python3 benchmarks/int8_gemm_bert.py [--rows 4096,12288] [--tiles] [--persist 2,tma,tma+2]
 
 Per BERT-base linear (Q/K/V fused 2304 x 768 with int8 out, O 768 x 768 and FC2 768 x 3072 with the residual term,
 FC1 3072 x 768 with 16-bit out) at M = batch x tokens rows: µs per call (CUDA-graph replay, medians, operands
 rotated past L2) and TOP/s. ``--tiles`` also times every linear_rq tile option of intonly_gpu.py's sweep;
-``--persist`` the persistent launch (intonly_gemm.PERSIST: programs per SM; "ws" with warp specialization) with
-each linear's default tile, checked equal to the default launch's codes first.
+``--persist`` launch variants (intonly_gemm.PERSIST: programs per SM; "ws" warp specialization; "tma" the
+operands through tensor descriptors, intonly_gemm.TMA) with each linear's default tile, checked equal to the default launch's codes first.
 Realistic multipliers: per-channel dyadics b in [2^30, 2^31), c in 38..46 (what calibrated BERT layers give).
 """
 from __future__ import annotations
@@ -57,8 +57,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", default="4096,12288", help="M values (BERT-base 32 x 128 = 4096, 32 x 384 = 12288)")
     p.add_argument("--tiles", action="store_true", help="also every linear_rq tile option of the sweep")
-    p.add_argument("--persist", default="", help="comma list of persistent launches: programs per SM, 'ws' suffix "
-                                                 "for warp specialization (e.g. 1,2,2ws)")
+    p.add_argument("--persist", default="", help="comma list of launch variants, '+'-joined parts: programs per SM "
+                                                 "(persistent), 'ws' (warp specialization), 'tma' (descriptor loads); "
+                                                 "e.g. 2,tma,tma+2")
     a = p.parse_args()
     gen = torch.Generator().manual_seed(0)
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
@@ -75,7 +76,9 @@ def main() -> None:
                 fam = G._family(rows, n)
                 fns = calls(rows, n, k, bits, two, torch.Generator().manual_seed(1))["linear_rq"]
                 want = fns[0]()
-                G.PERSIST[fam], G.WARP_SPECIALIZE = int(opt.rstrip("ws")), opt.endswith("ws")
+                parts = opt.split("+")
+                G.PERSIST[fam] = next((int(u) for u in parts if u.isdigit()), 0)
+                G.WARP_SPECIALIZE, G.TMA[fam] = "ws" in parts, "tma" in parts
                 try:
                     got = fns[0]()
                     same = torch.equal(got, want)
@@ -86,6 +89,7 @@ def main() -> None:
                     print(f"M={rows:6d} {name:4s}   linear_rq persist {opt}: {type(e).__name__}: {str(e)[:300]}")
                 finally:
                     G.PERSIST.pop(fam, None)
+                    G.TMA.pop(fam, None)
                     G.WARP_SPECIALIZE = False
             if a.tiles:
                 fam = G._family(rows, n)

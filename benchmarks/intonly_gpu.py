@@ -62,9 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --sweep (or alone): sweep these tile families on BERT-base at this size, e.g. "
                         "32x384:attention.one.long,persist:linear.large")
     p.add_argument("--persist", default="", metavar="FAM=N,...",
-                   help="persistent launches of the linears (lowbit.kernels.intonly_gemm.PERSIST): tile family = "
-                        "programs per SM, e.g. linear.large=2,linear.gelu=2; 'all=N' for every family, a 'ws' suffix "
-                        "(all=2ws) warp-specialises the loop")
+                   help="launch variants of the linears by tile family, '+'-joined parts: programs per SM "
+                        "(lowbit.kernels.intonly_gemm.PERSIST), 'ws' (warp specialization), 'tma' (descriptor loads, "
+                        "intonly_gemm.TMA); e.g. linear.large=tma,linear.gelu=tma+2; 'all=...' for every family")
     a = p.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     bad = [m for m in a.models if m not in MODELS]
@@ -247,6 +247,8 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
 # persistent launches of the linears (intonly_gemm.PERSIST, programs per SM; 0 = a program per tile), swept only
 # where named ("persist:linear.large" in --sweep-at / --sweep-vit)
 PERSIST_SWEEP = {f: [0, 1, 2] for f in ("linear", "linear.narrow", "linear.large", "linear.gelu")}
+# the same for the descriptor (TMA) loads (intonly_gemm.TMA), "tma:linear.large" etc.
+TMA_SWEEP = {f: [False, True] for f in ("linear", "linear.narrow", "linear.large", "linear.gelu")}
 
 
 def sweep_tiles(im, x: dict, families=None) -> dict:
@@ -269,7 +271,8 @@ def sweep_tiles(im, x: dict, families=None) -> dict:
     log = {}
     for tiles, fam, options in [(intonly.TILES, *kv) for kv in SWEEP.items()] + \
             [(intonly_gemm.TILES, *kv) for kv in GEMM_SWEEP.items()] + \
-            [(intonly_gemm.PERSIST, "persist:" + f, o) for f, o in PERSIST_SWEEP.items()]:
+            [(intonly_gemm.PERSIST, "persist:" + f, o) for f, o in PERSIST_SWEEP.items()] + \
+            [(intonly_gemm.TMA, "tma:" + f, o) for f, o in TMA_SWEEP.items()]:
         if (fam not in families) if families else fam in ("linear.large", "attention.one.long") or ":" in fam:
             continue
         times = {}
@@ -330,11 +333,13 @@ def main(argv=None) -> None:
 
         for item in args.persist.split(","):
             fam, n = item.split("=")
+            parts = n.split("+")
             for f in (intonly_gemm.TILES if fam == "all" else (fam,)):
                 if f.startswith("linear"):
-                    intonly_gemm.PERSIST[f] = int(n.rstrip("ws"))
-            intonly_gemm.WARP_SPECIALIZE |= n.endswith("ws")
-        info["persist"] = dict(intonly_gemm.PERSIST, ws=intonly_gemm.WARP_SPECIALIZE)
+                    intonly_gemm.PERSIST[f] = next((int(u) for u in parts if u.isdigit()), 0)
+                    intonly_gemm.TMA[f] = "tma" in parts
+            intonly_gemm.WARP_SPECIALIZE |= "ws" in parts
+        info["persist"] = dict(intonly_gemm.PERSIST, ws=intonly_gemm.WARP_SPECIALIZE, tma=dict(intonly_gemm.TMA))
     print(info, flush=True)
     for name in args.models:
         t = time.time()
@@ -356,12 +361,12 @@ def main(argv=None) -> None:
         if args.sweep_at and name == "bert-base":
             from lowbit.kernels import intonly, intonly_gemm
 
-            size, fams = args.sweep_at.split(":")
+            size, fams = args.sweep_at.split(":", 1)
             b, t = (int(v) for v in size.split("x"))
             info["sweep at " + size] = sweep_tiles(im, {k: v.cuda() for k, v in inputs(b, t).items()},
                                                    tuple(fams.split(",")))
             info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
-            info["persist"] = dict(intonly_gemm.PERSIST)
+            info["persist"] = dict(intonly_gemm.PERSIST, tma=dict(intonly_gemm.TMA))
             require_kernels(im, inputs(2, 160))
         if args.sweep_vit and name == "vit-b16":  # its own sequence length (197): attention tiles differ from BERT's
             from lowbit.kernels import intonly, intonly_gemm

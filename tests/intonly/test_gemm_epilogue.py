@@ -168,19 +168,21 @@ def test_linear_rq_with_the_gelu_equals_linear_then_gelu(m_rows, k, n, scale, rq
     assert out.unique().numel() > 1  # not a constant (e.g. all zero) output
 
 
-@pytest.mark.parametrize("per_sm", [1, 3])
-def test_the_persistent_launch_equals_the_reference(monkeypatch, per_sm):
+@pytest.mark.parametrize("per_sm,tma", [(1, False), (3, False), (0, True), (3, True)])
+def test_the_persistent_and_descriptor_launches_equal_the_reference(monkeypatch, per_sm, tma):
     """intonly_gemm.PERSIST: each program walks several M tiles of its column in one flattened loop (the interpreter
-    counts as 2 SMs: 1 program per column at per_sm 1, tails of uneven tile counts at 3); same codes as the
-    reference for a plain, a residual and a GELU epilogue, with tails in M, N and K."""
+    counts as 2 SMs: 1 program per column at per_sm 1, tails of uneven tile counts at 3); intonly_gemm.TMA: the
+    operands through tensor descriptors (K = 208 / 80: multiples of 16, with tails against BLOCK_K; K = 200 takes the
+    pointer loads). Same codes as the reference for a plain, a residual and a GELU epilogue, tails in M and N."""
     from lowbit.intonly.ops import ShiftGELU
     from lowbit.kernels import intonly_gemm as G
 
     for fam in G.TILES:
         if fam.startswith("linear"):
             monkeypatch.setitem(G.PERSIST, fam, per_sm)
+            monkeypatch.setitem(G.TMA, fam, tma)
     g = torch.Generator().manual_seed(per_sm)
-    for m_rows, k, n in ((130, 200, 130), (300, 72, 70)):
+    for m_rows, k, n in ((130, 208, 130), (300, 80, 70), (37, 200, 96)):
         x, w = _codes(g, m_rows, k), _codes(g, n, k)
         lin_bias = torch.randint(-2**20, 2**20, (n,), generator=g)
         m = _multiplier(g, n, True, 2.0**-(bits_of(k) + 6), in_bits=bits_of(k) + 15)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
 from lowbit.kernels.intonly import (_floordiv, _gelu_value, _hi_word_rq, _ratio_i32, _requant, _row_reciprocal,
@@ -102,19 +103,27 @@ def _linear_rq_tile(pid_m, rn, x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_pt
                     GELU: tl.constexpr, G_LO: tl.constexpr, G_HI: tl.constexpr, X0: tl.constexpr, N_EXP: tl.constexpr,
                     EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, E0: tl.constexpr, G_BITS: tl.constexpr,
                     DIV_ABITS: tl.constexpr, G_I32: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr,
-                    G_RQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    G_RQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    TMA: tl.constexpr):
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rk = tl.arange(0, BLOCK_K)
     # rows / columns past M / N load the last one (no mask in the K loop but the K tail's); the store drops them
-    x_ptrs = x_ptr + tl.minimum(rm, M - 1).to(tl.int64)[:, None] * stride_x + rk[None, :]  # (BLOCK_M, BLOCK_K)
-    w_ptrs = w_ptr + tl.minimum(rn, N - 1).to(tl.int64)[None, :] * stride_w + rk[:, None]  # (BLOCK_K, BLOCK_N): wᵀ
+    if not TMA:
+        x_ptrs = x_ptr + tl.minimum(rm, M - 1).to(tl.int64)[:, None] * stride_x + rk[None, :]  # (BLOCK_M, BLOCK_K)
+        w_ptrs = w_ptr + tl.minimum(rn, N - 1).to(tl.int64)[None, :] * stride_w + rk[:, None]  # (BLOCK_K, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.int32)
-    for k0 in range(0, K, BLOCK_K):
-        a = tl.load(x_ptrs, mask=rk[None, :] < K - k0, other=0)
-        b = tl.load(w_ptrs, mask=rk[:, None] < K - k0, other=0)
-        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
-        x_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
+    if TMA:  # x_ptr / w_ptr are tensor descriptors (the copy engine; it fills rows / K past the end with zeros)
+        for k0 in range(0, K, BLOCK_K):
+            a = x_ptr.load([pid_m * BLOCK_M, k0])
+            b = w_ptr.load([tl.program_id(1) * BLOCK_N, k0])
+            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+    else:
+        for k0 in range(0, K, BLOCK_K):
+            a = tl.load(x_ptrs, mask=rk[None, :] < K - k0, other=0)
+            b = tl.load(w_ptrs, mask=rk[:, None] < K - k0, other=0)
+            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+            x_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
     # the epilogue of lowbit.kernels.intonly._rq_kernel, on the accumulator instead of an INT32 tensor; with GELU
     # (FC1) then that of _shift_gelu_kernel (ShiftGELU and FC2's input requantization, (b3, c3)) on those codes, so
     # neither FC1's 16-bit output nor a GELU pass touches memory
@@ -138,7 +147,7 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
                       N_EXP: tl.constexpr, EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, E0: tl.constexpr,
                       G_BITS: tl.constexpr, DIV_ABITS: tl.constexpr, G_I32: tl.constexpr, DIV_M: tl.constexpr,
                       DIV_SH: tl.constexpr, G_RQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_K: tl.constexpr, PERSIST: tl.constexpr, WS: tl.constexpr):
+                      BLOCK_K: tl.constexpr, PERSIST: tl.constexpr, WS: tl.constexpr, TMA: tl.constexpr):
     # grid (M tiles, N tiles), M fastest: a wave shares few weight tiles. No grouped (swizzled) order: it needs an
     # index division (the kernels have none, test_kernels), and BERT-base's operands at 32 x 128 (x 3-12 MB,
     # w <= 2.4 MB) fit the H100's 50 MB L2 anyway.
@@ -152,13 +161,13 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
                             b3_ptr, c3_ptr, out_ptr, M, N, K, stride_x, stride_w, stride_z2, stride_out, LO, HI, LO1,
                             HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2, GELU, G_LO, G_HI, X0, N_EXP,
                             EXP_ABITS, EXP_QBITS, E0, G_BITS, DIV_ABITS, G_I32, DIV_M, DIV_SH, G_RQ, BLOCK_M,
-                            BLOCK_N, BLOCK_K)
+                            BLOCK_N, BLOCK_K, TMA)
     else:
         _linear_rq_tile(tl.program_id(0), rn, x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr, b2_ptr,
                         c2_ptr, b3_ptr, c3_ptr, out_ptr, M, N, K, stride_x, stride_w, stride_z2, stride_out, LO, HI,
                         LO1, HI1, HAS_BIAS, HAS_LIN_BIAS, TWO, HI_WORD, HI_WORD2, GELU, G_LO, G_HI, X0, N_EXP,
                         EXP_ABITS, EXP_QBITS, E0, G_BITS, DIV_ABITS, G_I32, DIV_M, DIV_SH, G_RQ, BLOCK_M, BLOCK_N,
-                        BLOCK_K)
+                        BLOCK_K, TMA)
 
 
 # Launch tiles of linear_rq: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) by family (see _family); benchmarks/
@@ -197,6 +206,9 @@ LARGE_M = 8192
 # Persistent launch by family: programs per SM (0 = one program per tile); see _linear_rq_kernel's PERSIST.
 PERSIST: dict[str, int] = {}
 WARP_SPECIALIZE = False
+# Operand loads through tensor descriptors (Hopper's copy engine, TMA) by family, where K and the strides are
+# multiples of 16 bytes; else pointer loads.
+TMA: dict[str, bool] = {}
 _SMS: dict[int, int] = {}
 
 
@@ -278,11 +290,14 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
     per_sm = PERSIST.get(family, 0)  # (the interpreter's "device" counts as 2 SMs, so tests walk several tiles)
     g = min(num_m, -(-per_sm * (_sm_count(x.device) if x.is_cuda else 2) // num_n)) if per_sm else num_m
     persist = g < num_m
-    _linear_rq_kernel[(g, num_n)](x2, w, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], bc3[0], bc3[1], out, rows,
+    tma = TMA.get(family, False) and k % 16 == 0 and x2.stride(0) % 16 == 0 and w.stride(0) % 16 == 0 \
+        and x2.data_ptr() % 16 == 0 and w.data_ptr() % 16 == 0  # the copy engine's alignment rules
+    xa, wa = (TensorDescriptor.from_tensor(x2, [bm, bk]), TensorDescriptor.from_tensor(w, [bn, bk])) if tma else (x2, w)
+    _linear_rq_kernel[(g, num_n)](xa, wa, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], bc3[0], bc3[1], out, rows,
                                   n, k, num_m, x2.stride(0), w.stride(0), z2.stride(0), out.stride(0), lo, hi, lo1,
                                   hi1, bias is not None, lin_bias is not None, term2 is not None,
                                   *hi_word_modes(m, bias, term2), gelu is not None, *g_consts, bm, bn, bk, persist,
-                                  persist and WARP_SPECIALIZE, num_warps=warps, num_stages=stages)
+                                  persist and WARP_SPECIALIZE, tma, num_warps=warps, num_stages=stages)
     return out.reshape(*lead, n)
 
 
