@@ -58,9 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="first choose the integer kernels' launch tiles (lowbit.kernels.intonly.TILES and the linears' "
                         "lowbit.kernels.intonly_gemm.TILES) by timing the whole BERT-base forward at the first batch "
                         "and sequence length, one kernel family at a time")
-    p.add_argument("--sweep-at", metavar="BxT:FAMILIES", default=None,
-                   help="with --sweep (or alone): sweep these tile families on BERT-base at this size, e.g. "
-                        "32x384:attention.one.long,persist:linear.large")
+    p.add_argument("--sweep-at", metavar="BxT:FAMILIES", action="append", default=[],
+                   help="sweep these tile families on BERT-base at this size (repeatable), after --sweep if given, "
+                        "e.g. 32x384:attention.one.long,launch:linear.large")
     p.add_argument("--persist", default="", metavar="FAM=N,...",
                    help="launch variants of the linears by tile family, '+'-joined parts: programs per SM "
                         "(lowbit.kernels.intonly_gemm.PERSIST), 'ws' (warp specialization), 'tma' (descriptor loads, "
@@ -233,6 +233,8 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
               # M >= intonly_gemm.LARGE_M (swept at --sweep-large, not at the first size)
               "linear.large": [(128, 128, 128, 8, 3), (128, 128, 64, 8, 4), (128, 64, 128, 4, 4), (64, 128, 128, 4, 4),
                                (128, 256, 64, 8, 3)],
+              "linear.large.narrow": [(128, 128, 128, 8, 3), (128, 64, 128, 4, 4), (64, 128, 128, 4, 4),
+                                      (64, 64, 128, 4, 4)],
               # FC1 with the GELU in its epilogue (registers: lowbit.kernels.intonly_gemm's TILES comment)
               "linear.gelu": [(64, 64, 128, 4, 4), (64, 64, 128, 4, 3), (128, 64, 128, 8, 3), (64, 32, 128, 4, 4),
                               (64, 128, 128, 4, 4)],
@@ -244,11 +246,20 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
               "attention.one": [(0, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 4), (8192, 8)],
               # the same at T_PAD >= 512 (BERT 384 tokens; swept with --sweep-at): 8192 -> 16 rows, 16384 -> 32
               "attention.one.long": [(0, 4), (8192, 4), (8192, 8), (16384, 8)]}
-# persistent launches of the linears (intonly_gemm.PERSIST, programs per SM; 0 = a program per tile), swept only
-# where named ("persist:linear.large" in --sweep-at / --sweep-vit)
-PERSIST_SWEEP = {f: [0, 1, 2] for f in ("linear", "linear.narrow", "linear.large", "linear.gelu")}
-# the same for the descriptor (TMA) loads (intonly_gemm.TMA), "tma:linear.large" etc.
-TMA_SWEEP = {f: [False, True] for f in ("linear", "linear.narrow", "linear.large", "linear.gelu")}
+# launch variants of the linears, "launch:FAM" (swept only where named, e.g. in --sweep-at): (programs per SM of the
+# persistent launch, intonly_gemm.PERSIST, 0 = a program per tile; operands through tensor descriptors,
+# intonly_gemm.TMA)
+LAUNCH_SWEEP = {f: [(0, False), (0, True), (1, True), (2, True)]
+                for f in ("linear", "linear.narrow", "linear.large", "linear.large.narrow", "linear.gelu")}
+
+
+class _Launches:
+    """A TILES-like table whose entries set intonly_gemm.PERSIST and intonly_gemm.TMA together."""
+
+    def __setitem__(self, fam: str, opt: tuple[int, bool]) -> None:
+        from lowbit.kernels import intonly_gemm
+
+        intonly_gemm.PERSIST[fam], intonly_gemm.TMA[fam] = opt
 
 
 def sweep_tiles(im, x: dict, families=None) -> dict:
@@ -271,9 +282,9 @@ def sweep_tiles(im, x: dict, families=None) -> dict:
     log = {}
     for tiles, fam, options in [(intonly.TILES, *kv) for kv in SWEEP.items()] + \
             [(intonly_gemm.TILES, *kv) for kv in GEMM_SWEEP.items()] + \
-            [(intonly_gemm.PERSIST, "persist:" + f, o) for f, o in PERSIST_SWEEP.items()] + \
-            [(intonly_gemm.TMA, "tma:" + f, o) for f, o in TMA_SWEEP.items()]:
-        if (fam not in families) if families else fam in ("linear.large", "attention.one.long") or ":" in fam:
+            [(_Launches(), "launch:" + f, o) for f, o in LAUNCH_SWEEP.items()]:
+        if (fam not in families) if families else \
+                fam in ("linear.large", "linear.large.narrow", "attention.one.long") or ":" in fam:
             continue
         times = {}
         for opt in options:
@@ -339,7 +350,8 @@ def main(argv=None) -> None:
                     intonly_gemm.PERSIST[f] = next((int(u) for u in parts if u.isdigit()), 0)
                     intonly_gemm.TMA[f] = "tma" in parts
             intonly_gemm.WARP_SPECIALIZE |= "ws" in parts
-        info["persist"] = dict(intonly_gemm.PERSIST, ws=intonly_gemm.WARP_SPECIALIZE, tma=dict(intonly_gemm.TMA))
+        info["launch"] = {"persist": dict(intonly_gemm.PERSIST), "tma": dict(intonly_gemm.TMA),
+                          "ws": intonly_gemm.WARP_SPECIALIZE}
     print(info, flush=True)
     for name in args.models:
         t = time.time()
@@ -355,18 +367,18 @@ def main(argv=None) -> None:
             if args.sweep_large:
                 b, t = args.sweep_large
                 info["tile sweep"] |= sweep_tiles(im, {k: v.cuda() for k, v in inputs(b, t).items()},
-                                                  ("linear.large",))
+                                                  ("linear.large", "linear.large.narrow"))
             info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
             require_kernels(im, inputs(3, 111))  # still bit-exact with the chosen tiles (several row blocks, a tail)
-        if args.sweep_at and name == "bert-base":
+        for at in args.sweep_at if name == "bert-base" else ():
             from lowbit.kernels import intonly, intonly_gemm
 
-            size, fams = args.sweep_at.split(":", 1)
+            size, fams = at.split(":", 1)
             b, t = (int(v) for v in size.split("x"))
             info["sweep at " + size] = sweep_tiles(im, {k: v.cuda() for k, v in inputs(b, t).items()},
                                                    tuple(fams.split(",")))
             info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
-            info["persist"] = dict(intonly_gemm.PERSIST, tma=dict(intonly_gemm.TMA))
+            info["launch"] = {"persist": dict(intonly_gemm.PERSIST), "tma": dict(intonly_gemm.TMA)}
             require_kernels(im, inputs(2, 160))
         if args.sweep_vit and name == "vit-b16":  # its own sequence length (197): attention tiles differ from BERT's
             from lowbit.kernels import intonly, intonly_gemm

@@ -200,6 +200,7 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # three sweeps there); linear.large at 32 x 384 11.84 ms with 64 x 128 x 128 / 4 warps, 12.3-13.8 otherwise.
 TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (128, 64, 128, 4, 3),
                                      "linear.small": (16, 64, 128, 4, 3), "linear.large": (64, 128, 128, 4, 4),
+                                     "linear.large.narrow": (64, 128, 128, 4, 4),
                                      "linear.gelu": (64, 128, 128, 4, 4), "attention": (64, 32, 4, 3),
                                      "attention.one": (4096, 4), "attention.one.long": (4096, 4)}
 LARGE_M = 8192
@@ -224,8 +225,8 @@ def _family(m: int, n: int) -> str:
     Q / K / V apart), where 128 x 128 tiles leave most of a 132-SM H100 idle in the last wave; 'linear' otherwise."""
     if m <= 256:
         return "linear.small"
-    if m >= LARGE_M:  # 'linear.large': many rows (BERT-base 32 x 384)
-        return "linear.large"
+    if m >= LARGE_M:  # 'linear.large(.narrow)': many rows (BERT-base 32 x 384)
+        return "linear.large.narrow" if n <= 1024 else "linear.large"
     return "linear.narrow" if n <= 1024 else "linear"
 
 
