@@ -49,12 +49,13 @@ def test_kernel_backend_runs_each_linear_with_its_requantization_in_the_gemm_epi
     """No linear writes its INT32 product: Q/K/V (one GEMM for the three) run as linear_rq, FC1 as linear_gelu_rq
     (ShiftGELU and FC2's input requantization in its epilogue too: no gelu_rq pass), O and FC2 as linear_rq_sum (the
     residual sum in the epilogue, the bias inside too); each attention is one fused kernel (no bmm, Shiftmax or
-    context requant pass); nothing falls back, and the codes stay those of the INT backend."""
+    context requant pass); every LayerNorm but the last also makes the next linear's int8 input (layernorm_rq: no
+    rq pass); nothing falls back, and the codes stay those of the INT backend."""
     from lowbit.intonly.backend import KernelArith
 
     im, args = bert
     names = ("linear", "rq_linear", "rq_sum", "linear_rq", "linear_gelu_rq", "gelu_rq", "linear_rq_sum", "attention",
-             "softmax", "matmul")
+             "softmax", "matmul", "rq", "layernorm", "layernorm_rq")
     seen = dict.fromkeys(names, 0)
     for name in names:
         def count(self, *a, _name=name, _fn=getattr(KernelArith, name), **kw):
@@ -64,7 +65,8 @@ def test_kernel_backend_runs_each_linear_with_its_requantization_in_the_gemm_epi
     h_k, _ = im.integer_forward(im._backend("kernel"), *args)
     layers = im.layers
     assert seen == {"linear": 0, "rq_linear": 0, "rq_sum": 0, "linear_rq": layers, "linear_gelu_rq": layers,
-                    "gelu_rq": 0, "linear_rq_sum": 2 * layers, "attention": layers, "softmax": 0, "matmul": 0}
+                    "gelu_rq": 0, "linear_rq_sum": 2 * layers, "attention": layers, "softmax": 0, "matmul": 0,
+                    "rq": 0, "layernorm": 1, "layernorm_rq": 2 * layers}  # embedding LN, ln1, ln2 but the last
     assert torch.equal(h_k.long(), im.integer_forward(INT, *args)[0])
 
 
@@ -90,8 +92,15 @@ def test_vit_kernel_backend_equals_torch_integer_backend():
     im = build_int_vit(tiny_vit(), calib, IntConfig(smooth="auto", score_bits=16))
     codes = im.quantize_pixels(test)
     z_int, _ = im.integer_logits(INT, codes)
-    z_k, _ = im.integer_logits(im._backend("kernel"), codes)  # 3 rows: the head's GEMM is padded for _int_mm
+    k = im._backend("kernel")
+    calls = []
+    layernorm_rq = k.layernorm_rq
+    k.layernorm_rq = lambda *a, **kw: calls.append(kw.get("keep", a[-1] if len(a) > 6 else True)) or \
+        layernorm_rq(*a, **kw)
+    z_k, _ = im.integer_logits(k, codes)  # 3 rows: the head's GEMM is padded for _int_mm
     assert torch.equal(z_k.long(), z_int)
+    # pre-LN: both LayerNorms of each block make their linear's int8 input and store nothing else
+    assert calls == [False] * (2 * im.layers)
 
 
 def test_backend_selection_and_errors(bert, monkeypatch):

@@ -89,6 +89,33 @@ def test_layernorm_sweep_tiles_bit_exact(dev, monkeypatch, tile):
     _check(_rows(37, 768, 16, dev), 16)
 
 
+@pytest.mark.parametrize("fill,rows,c", [(132, 3, 100), (1, 37, 768), (1, 300, 32)])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_layernorm_with_the_next_linears_input_bit_exact(dev, monkeypatch, fill, rows, c, per_channel):
+    """layernorm(..., rq=m2): the codes and, from the same kernel, INT.rq(codes, m2, None, 8) (the next linear's
+    int8 input; per channel as SmoothQuant makes it), on the one-row, one-chunk and column-chunk paths; keep=False
+    stores only the int8 codes."""
+    from lowbit.intonly.dyadic import dyadic
+    from lowbit.kernels import intonly
+
+    monkeypatch.setattr(intonly, "LN_FILL_PROGRAMS", fill)
+    g = torch.Generator().manual_seed(rows + c)
+    x = _rows(rows, c, 16, dev)
+    ln = LayerNormInt(c, 16, 10)
+    gamma, beta = torch.rand(c, dtype=torch.float64, generator=g) + 0.1, torch.randn(c, dtype=torch.float64,
+                                                                                     generator=g)
+    m, bias = ln.affine(gamma, beta, 5.0 / 2**15, mantissa_bits(31))
+    ratio = (torch.rand(c, dtype=torch.float64, generator=g) + 0.5) if per_channel else 0.7
+    m2 = dyadic(ratio * 2.0**-8 * 2.5, mantissa_bits(16))  # some codes clamp at +-127, most do not
+    want = INT.layernorm(ln, x.long(), m, bias.to(x.device), 16)
+    want8 = INT.rq(want, m2, None, 8)
+    h, x8 = intonly.layernorm(x, ln, m, bias, 16, rq=m2)
+    assert x8.dtype == torch.int8 and torch.equal(h.long(), want) and torch.equal(x8.long(), want8)
+    assert x8.unique().numel() > 10 and ((x8 == 127) | (x8 == -128)).any()  # not constant; some clamp
+    none, x8b = intonly.layernorm(x, ln, m, bias, 16, rq=m2, keep=False)
+    assert none is None and torch.equal(x8b, x8)
+
+
 def test_layernorm_mean_fallback_and_iterations(dev, monkeypatch):
     """The mean by long division (constants where the multiply could leave int64), one and twenty Newton steps (20
     halve a constant row's k to 0: the spec's quotient by 0 is all ones, the kernel's too)."""

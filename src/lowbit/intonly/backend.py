@@ -19,9 +19,10 @@ from lowbit.intonly.ops import ShiftExp, ShiftGELU
 
 class KernelArith(IntArith):
     """IntArith with the composite steps (``embed_sum``, ``rq``, ``rq_sum``, ``linear``, ``linear_rq``,
-    ``linear_rq_sum``, ``softmax``, ``attention``, ``gelu_rq``, ``layernorm``) and the attention matmuls run as kernels. Each kernel
-    launcher returns None for a shape it does not cover, and the step then runs on :data:`INT` with int64 operands, or
-    as its parts (same result; elementwise torch integer ops run on CUDA too)."""
+    ``linear_rq_sum``, ``softmax``, ``attention``, ``gelu_rq``, ``layernorm``, ``layernorm_rq``) and the attention
+    matmuls run as kernels. Each kernel launcher returns None for a shape it does not cover, and the step then runs
+    on :data:`INT` with int64 operands, or as its parts (same result; elementwise torch integer ops run on CUDA
+    too)."""
 
     name = "kernel"
     # the linears' INT32 bias goes into the requantization that consumes the product, and a calibrated linear
@@ -92,6 +93,11 @@ class KernelArith(IntArith):
     def layernorm(self, ln, x: torch.Tensor, m: Dyadic, bias: torch.Tensor, bits: int) -> torch.Tensor:
         out = self.k.layernorm(x, ln, m, bias, bits)
         return out if out is not None else INT.layernorm(ln, x.long(), m, bias, bits)
+
+    def layernorm_rq(self, ln, x: torch.Tensor, m: Dyadic, bias: torch.Tensor, bits: int, m2: Dyadic,
+                     keep: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        out = self.k.layernorm(x, ln, m, bias, bits, rq=m2, keep=keep)
+        return out if out is not None else super().layernorm_rq(ln, x, m, bias, bits, m2, keep)
 
 
 def kernel_arith(device: torch.device, prob_bits: int) -> KernelArith:

@@ -321,6 +321,33 @@ class IntEncoder(nn.Module):
         m, bias = self.plan[key]
         return A.layernorm(ln, x, m, bias, bits), self.scales[key]
 
+    def _layernorm_in(self, A, key: str, x: torch.Tensor, in_bits: int, s_x: float, in_key: str | None,
+                      keep: bool = True) -> tuple[torch.Tensor | None, float, torch.Tensor | None]:
+        """_layernorm, and on a calibrated model also the int8 input ``in_key`` of the linear(s) that read its
+        output, from the same step (A.layernorm_rq: one kernel on the kernel backend instead of a requantization
+        pass reading the codes back). Returns (codes, scale, int8 codes or None where not fused); codes are None
+        where not ``keep`` and fused (the caller needs only the int8 ones)."""
+        if in_key is None or self.calibrating or key not in self.plan or in_key not in self.plan \
+                or "layernorm" in self.float_ops or self._float_rq(in_key):
+            return (*self._layernorm(A, key, x, in_bits, s_x), None)
+        m, bias = self.plan[key]
+        h, x8 = A.layernorm_rq(LayerNormInt(self.hidden, in_bits), x, m, bias, self.config.residual_bits,
+                               self.plan[in_key], keep)
+        return h, self.scales[key], x8
+
+    def _qkv_keys(self, p: str) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Q, K, V's linear names and the requantization key of each one's int8 input."""
+        qkv = tuple(p + n for n in ("q", "k", "v"))
+        if qkv[0] not in self.float_linears:  # one key per lowbit input scale (q, k, v calibrated apart may differ)
+            return qkv, {n: f"{p}x.{self.linears[n].in_scale!r}" for n in qkv}
+        return qkv, dict.fromkeys(qkv, p + "x")  # one smoothing vector for the three (max over the shared weights)
+
+    def _attention_in_key(self, p: str) -> str | None:
+        """The one int8 input key of layer p's Q, K and V (None where they differ: one LayerNorm output, three
+        requantizations)."""
+        keys = set(self._qkv_keys(p)[1].values())
+        return keys.pop() if len(keys) == 1 else None
+
     def _linear_in(self, A, key: str, names: tuple[str, ...], z: torch.Tensor, in_scale, in_bits: int
                    ) -> torch.Tensor:
         """Requantize z (real value z * in_scale) to the int8 input shared by the linears ``names``."""
@@ -365,15 +392,13 @@ class IntEncoder(nn.Module):
             self.linears[n] = IntLinear.from_float(n, w.double() * t, b, s)
         return s * t
 
-    def _attention(self, A, p: str, h: torch.Tensor, s_h: float, mask: torch.Tensor):
+    def _attention(self, A, p: str, h: torch.Tensor, s_h: float, mask: torch.Tensor,
+                   x_in: torch.Tensor | None = None):
+        """x_in: Q/K/V's int8 input already made by the LayerNorm (_layernorm_in); h then only gives the shape."""
         b, t, _ = h.shape
         nh, d, c = self.heads, self.head_dim, self.config
-        qkv = tuple(p + n for n in ("q", "k", "v"))
-        if qkv[0] not in self.float_linears:  # one key per lowbit input scale (q, k, v calibrated apart may differ)
-            keys = {n: f"{p}x.{self.linears[n].in_scale!r}" for n in qkv}
-        else:  # one smoothing vector for the three (SmoothQuant: max over the weights that share X)
-            keys = dict.fromkeys(qkv, p + "x")
-        x = {}
+        qkv, keys = self._qkv_keys(p)
+        x = {keys[qkv[0]]: x_in} if x_in is not None else {}
         for n in qkv:
             if keys[n] not in x:
                 x[keys[n]] = self._linear_in(A, keys[n], tuple(m for m in qkv if keys[m] == keys[n]), h, s_h,
@@ -419,9 +444,10 @@ class IntEncoder(nn.Module):
         lin = self.linears[p + "o"]
         return self._linear_term(A, lin, ctx8)
 
-    def _ffn(self, A, p: str, h: torch.Tensor, s_h: float):
+    def _ffn(self, A, p: str, h: torch.Tensor, s_h: float, x_in: torch.Tensor | None = None):
+        """x_in: FC1's int8 input (key p + "x2") already made by the LayerNorm (_layernorm_in), or None."""
         c = self.config
-        x = self._linear_in(A, p + "x2", (p + "fc1",), h, s_h, c.residual_bits)
+        x = x_in if x_in is not None else self._linear_in(A, p + "x2", (p + "fc1",), h, s_h, c.residual_bits)
         fc1 = self.linears[p + "fc1"]
         fused = (A.fuses_bias and p + "gelu.in" in self.plan and p + "x3" in self.plan and p + "gelu" in self.plan
                  and not ("gelu" in self.float_ops or self._float_rq(p + "x3") or self._float_rq(p + "gelu.in")))
@@ -473,20 +499,22 @@ class IntBertModel(IntEncoder):
                         token_type_ids: torch.Tensor) -> tuple[torch.Tensor, float]:
         """(B, T) integer inputs -> (B, T, H) residual-stream codes and their scale."""
         bits = self.config.residual_bits
-        h, s_h = self._embed(A, input_ids, token_type_ids)
+        # each LayerNorm also makes the next linear's int8 input where it can (_layernorm_in: x_in)
+        h, s_h, x_in = self._embed(A, input_ids, token_type_ids)
         mask = attention_mask[:, None, None, :].to(torch.int64)  # (B, 1, 1, T) keys
         mask = A.tensor(mask)
         for i in range(self.layers):
             p = f"layer{i}."
-            a = self._attention(A, p, h, s_h, mask)
+            a = self._attention(A, p, h, s_h, mask, x_in)
             r = self._rq_sum(A, p + "res1", [a, (h, s_h, bits)], bits)
-            h, s_h = self._layernorm(A, p + "ln1", r, bits, self.scales[p + "res1"])
-            f = self._ffn(A, p, h, s_h)
+            h, s_h, x_in = self._layernorm_in(A, p + "ln1", r, bits, self.scales[p + "res1"], p + "x2")
+            f = self._ffn(A, p, h, s_h, x_in)
             r = self._rq_sum(A, p + "res2", [f, (h, s_h, bits)], bits)
-            h, s_h = self._layernorm(A, p + "ln2", r, bits, self.scales[p + "res2"])
+            nxt = self._attention_in_key(f"layer{i + 1}.") if i + 1 < self.layers else None
+            h, s_h, x_in = self._layernorm_in(A, p + "ln2", r, bits, self.scales[p + "res2"], nxt)
         return h, s_h
 
-    def _embed(self, A, ids: torch.Tensor, types: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _embed(self, A, ids: torch.Tensor, types: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor | None]:
         bits = self.config.residual_bits
         t = ids.shape[1]
         pos = torch.arange(t, device=ids.device)[None].expand_as(ids)
@@ -499,7 +527,8 @@ class IntBertModel(IntEncoder):
             self._calibrate_scale(key, sum(A.tensor(c) * s[i][..., None] for _, c, s, i in terms), bits)
         ms = [self._op(f"emb.{k}", lambda s=s: dyadic(s / self.scales[key], mantissa_bits(8))) for k, _, s, _ in terms]
         total = A.embed_sum([(self.tables[k][0], m, idx) for (k, _, _, idx), m in zip(terms, ms)], bits)
-        return self._layernorm(A, "emb", total, bits, self.scales[key])
+        return self._layernorm_in(A, "emb", total, bits, self.scales[key],
+                                  self._attention_in_key("layer0.") if self.layers else None)
 
     # --- HF-compatible boundary -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

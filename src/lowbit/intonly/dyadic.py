@@ -187,6 +187,13 @@ class _Composite:
         """I-LayerNorm's core and its affine requantization."""
         return self.rq(ln.core(self, x), m, self.tensor(bias), bits)
 
+    def layernorm_rq(self, ln, x: torch.Tensor, m: Dyadic, bias: torch.Tensor, bits: int, m2: Dyadic,
+                     keep: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(layernorm(...), rq(<it>, m2, None, 8)): the LayerNorm's codes and the int8 input of the linear that
+        reads them. keep=False: the caller needs only the second (a backend may then not store the first)."""
+        h = self.layernorm(ln, x, m, bias, bits)
+        return h, self.rq(h, m2, None, 8)
+
 
 class IntArith(_Composite):
     """Integer-only backend: int64 tensors; multiply, add, shift, compare. No division, no float."""

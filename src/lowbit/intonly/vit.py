@@ -98,11 +98,13 @@ class IntViTModel(IntEncoder):
         h, s_h = self._embed(A, codes)
         for i in range(self.layers):
             p = f"layer{i}."
-            x, s_x = self._layernorm(A, p + "ln1", h, bits, s_h)
-            a = self._attention(A, p, x, s_x, None)
+            # pre-LN: a LayerNorm's output feeds only the next linear, so where the LayerNorm makes that int8 input
+            # itself (_layernorm_in) its 16-bit codes are not stored (x is the int8 codes then, for the shape)
+            x, s_x, x_in = self._layernorm_in(A, p + "ln1", h, bits, s_h, self._attention_in_key(p), keep=False)
+            a = self._attention(A, p, x if x_in is None else x_in, s_x, None, x_in)
             h, s_h = self._rq_sum(A, p + "res1", [a, (h, s_h, bits)], bits), self.scales[p + "res1"]
-            x, s_x = self._layernorm(A, p + "ln2", h, bits, s_h)
-            f = self._ffn(A, p, x, s_x)
+            x, s_x, x_in = self._layernorm_in(A, p + "ln2", h, bits, s_h, p + "x2", keep=False)
+            f = self._ffn(A, p, x, s_x, x_in)
             h, s_h = self._rq_sum(A, p + "res2", [f, (h, s_h, bits)], bits), self.scales[p + "res2"]
         return self._layernorm(A, "final", h, bits, s_h)
 

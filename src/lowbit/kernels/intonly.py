@@ -363,22 +363,29 @@ def _ln_load(x_ptr, rows, rok, cols, C, stride_x):
 
 
 @triton.jit
-def _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO: tl.constexpr,
-              HI: tl.constexpr):
-    """The affine requant of y = x - mean: ((y factor) >> 1) (unit variance times 2^30 / sqrt(C)) * b + bias."""
+def _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, b2_ptr, c2_ptr, out2_ptr,
+              stride_out2, LO: tl.constexpr, HI: tl.constexpr, KEEP: tl.constexpr, RQ: tl.constexpr):
+    """The affine requant of y = x - mean: ((y factor) >> 1) (unit variance times 2^30 / sqrt(C)) * b + bias,
+    stored where KEEP; with RQ also those codes requantized by (b2, c2) per channel to int8 (IntArith.rq, the next
+    linear's input) into out2, so that no pass reads the LayerNorm's output back for it."""
     cok = cols < C
     core = (y * factor) >> 1
     acc = core * tl.load(b_ptr + cols, mask=cok, other=0) + tl.load(bias_ptr + cols, mask=cok, other=0)
     v = tl.minimum(tl.maximum(_requant(acc, tl.load(c_ptr + cols, mask=cok, other=1)), LO), HI)
-    tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=rok & cok)
+    if KEEP:
+        tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=rok & cok)
+    if RQ:
+        v2 = _requant(v * tl.load(b2_ptr + cols, mask=cok, other=0), tl.load(c2_ptr + cols, mask=cok, other=1))
+        tl.store(out2_ptr + rows * stride_out2 + cols, tl.minimum(tl.maximum(v2, -128), 127).to(tl.int8),
+                 mask=rok & cok)
 
 
 @triton.jit
-def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, stride_out, LO: tl.constexpr,
-                      HI: tl.constexpr, SBITS: tl.constexpr, QBITS: tl.constexpr, RBITS: tl.constexpr,
-                      ITERATIONS: tl.constexpr, MEAN_M: tl.constexpr, MEAN_SH: tl.constexpr, MEAN_K: tl.constexpr,
-                      ONE_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
-                      STAGES: tl.constexpr):
+def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, b2_ptr, c2_ptr, out2_ptr, M, C, stride_x, stride_out,
+                      stride_out2, LO: tl.constexpr, HI: tl.constexpr, SBITS: tl.constexpr, QBITS: tl.constexpr,
+                      RBITS: tl.constexpr, ITERATIONS: tl.constexpr, MEAN_M: tl.constexpr, MEAN_SH: tl.constexpr,
+                      MEAN_K: tl.constexpr, ONE_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+                      STAGES: tl.constexpr, KEEP: tl.constexpr, RQ: tl.constexpr):
     # BLOCK_M rows per program. ONE_CHUNK (C <= BLOCK_C): x is loaded once and kept in registers (int32); else the
     # columns go in chunks of BLOCK_C, twice: the sums, then the output. x is int32 (|x| < 2^(in_bits-1), the sum
     # < 2^31: ln_chain_bits); the variance is sum x^2 - m (2 sum x - C m) = sum (x - m)^2, both sums in one pass.
@@ -411,13 +418,13 @@ def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, M, C, stride_x, st
     mean = mean.to(tl.int32)[:, None]
     if ONE_CHUNK:
         _ln_store((x - mean).to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out,
-                  LO, HI)
+                  b2_ptr, c2_ptr, out2_ptr, stride_out2, LO, HI, KEEP, RQ)
     else:
         for c0 in tl.range(0, C, BLOCK_C, num_stages=STAGES):
             cols = c0 + tl.arange(0, BLOCK_C)[None, :]
             y = _ln_load(x_ptr, rows, rok, cols, C, stride_x) - mean
-            _ln_store(y.to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, LO,
-                      HI)
+            _ln_store(y.to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out,
+                      b2_ptr, c2_ptr, out2_ptr, stride_out2, LO, HI, KEEP, RQ)
 
 
 @triton.jit
@@ -672,12 +679,18 @@ def ln_chain_bits(in_bits: int, c: int, iterations: int) -> tuple[int, int] | No
     return (math.isqrt(vmax) + 2).bit_length(), 31 - max(0, 16 - iterations)
 
 
-def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int) -> torch.Tensor | None:
+def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int, rq: Dyadic | None = None,
+              keep: bool = True):
     """I-LayerNorm ``ln`` (ops.LayerNormInt) of x (..., C) and its affine requantization (m, bias per channel);
-    None (torch path) when the kernel's int32 bounds fail (ln_chain_bits)."""
+    None (torch path) when the kernel's int32 bounds fail (ln_chain_bits).
+
+    With ``rq`` (a per-tensor or per-channel multiplier): also ``INT.rq(<those codes>, rq, None, 8)``, the int8
+    input of the linear that reads the LayerNorm's output, from the same kernel; returns (codes or None where not
+    ``keep``, int8 codes), or None where the kernel does not cover the operands."""
     c = ln.channels
     bc = channel_dyadic(m, c, x.device)
-    if bc is None or x.shape[-1] != c or bias.numel() != c:
+    bc2 = channel_dyadic(rq, c, x.device) if rq is not None else bc
+    if bc is None or bc2 is None or x.shape[-1] != c or bias.numel() != c:
         return None
     if ln.iterations < 1:
         raise ValueError(f"I-LayerNorm needs at least one Newton iteration, got {ln.iterations}")
@@ -685,16 +698,21 @@ def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int) -> 
     if chain is None:
         return None
     x2d = _rows(x)
-    out = torch.empty(x2d.shape, dtype=out_dtype(bits), device=x.device)
+    keep = keep or rq is None
+    out = torch.empty(x2d.shape if keep else (1, 1), dtype=out_dtype(bits), device=x.device)
+    out2 = torch.empty(x2d.shape if rq is not None else (1, 1), dtype=torch.int8, device=x.device)
     lo, hi = qrange(bits)
     bias = bias.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous()
     rows = x2d.shape[0]
     bm, block, warps, stages, one = ln_tile(rows, c)
-    _layernorm_kernel[(triton.cdiv(rows, bm),)](x2d, bc[0], bc[1], bias, out, rows, c, x2d.stride(0), out.stride(0),
-                                                lo, hi, ln.in_bits + bits_for(c), *chain, ln.iterations,
-                                                *ln_mean_magic(ln.in_bits, c), one, bm, block, stages,
-                                                num_warps=warps)
-    return out.reshape(x.shape)
+    _layernorm_kernel[(triton.cdiv(rows, bm),)](x2d, bc[0], bc[1], bias, out, bc2[0], bc2[1], out2, rows, c,
+                                                x2d.stride(0), out.stride(0), out2.stride(0), lo, hi,
+                                                ln.in_bits + bits_for(c), *chain, ln.iterations,
+                                                *ln_mean_magic(ln.in_bits, c), one, bm, block, stages, keep,
+                                                rq is not None, num_warps=warps)
+    if rq is None:
+        return out.reshape(x.shape)
+    return (out.reshape(x.shape) if keep else None), out2.reshape(x.shape)
 
 
 def embed_sum(terms, bits: int) -> torch.Tensor | None:

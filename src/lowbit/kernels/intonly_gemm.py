@@ -205,11 +205,18 @@ TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.nar
                                      "attention.one": (4096, 4), "attention.one.long": (4096, 4)}
 LARGE_M = 8192
 # Persistent launch by family: programs per SM (0 = one program per tile); see _linear_rq_kernel's PERSIST.
-PERSIST: dict[str, int] = {}
-WARP_SPECIALIZE = False
 # Operand loads through tensor descriptors (Hopper's copy engine, TMA) by family, where K and the strides are
-# multiples of 16 bytes; else pointer loads.
-TMA: dict[str, bool] = {}
+# multiples of 16 bytes; else pointer loads. Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep-at
+# 32x128:launch:linear,launch:linear.narrow --sweep-at 32x384:launch:linear.large,launch:linear.large.narrow,
+# launch:linear.gelu, 2026-11-23, code fd4c618): BERT-base forward 32 x 384 10.70 -> 10.40 ms with O / FC2 persistent
+# (2 a SM) on descriptors, 10.40 -> 10.27 with FC1 + GELU on descriptors; at 32 x 128 Q/K/V on descriptors 2.83 ->
+# 2.81 (noise level); the persistent launch of Q/K/V and of 32 x 128's narrow linears was slower (2.86-3.07 ms).
+# Linears alone (benchmarks/int8_gemm_bert.py --persist tma,tma+2 at M = 12288, µs): Q/K/V 86.2 / 79.8 / 110.5,
+# O 55.2 / 51.4 / 47.4, FC1 (no GELU) 112.4 / 103.3 / 93.6, FC2 107.7 / 105.8 / 85.8; pointer loads with the
+# persistent launch were 1.3-2.4x slower everywhere (the flattened loop and its epilogue: 197-254 registers).
+PERSIST: dict[str, int] = {"linear.large.narrow": 2}
+WARP_SPECIALIZE = False  # warp-specialised persistent loop: no faster on Triton 3.6 / H100 (int8_gemm_bert.py)
+TMA: dict[str, bool] = {"linear": True, "linear.large.narrow": True, "linear.gelu": True}
 _SMS: dict[int, int] = {}
 
 
