@@ -239,7 +239,11 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
               "linear.gelu": [(64, 64, 128, 4, 4), (64, 64, 128, 4, 3), (128, 64, 128, 8, 3), (64, 32, 128, 4, 4),
                               (64, 128, 128, 4, 4)],
               # the fused attention: (BLOCK_M queries, BLOCK_N keys, warps, stages)
-              "attention": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
+              # (the three-sweep kernel runs only where the one-pass one does not: BERT at 384 tokens; sweep it there,
+              # --sweep-at 32x384:attention)
+              "attention": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3),
+                            (64, 32, 4, 2), (64, 32, 4, 4), (32, 32, 4, 3), (32, 32, 2, 3), (128, 32, 8, 3),
+                            (64, 64, 4, 3), (64, 32, 8, 3)],
               # its one-pass kernel, after "attention" (swept with it off): (VALUES, warps), BLOCK_M = min(64,
               # VALUES // T_PAD) query rows where >= 16 (at T_PAD 128 / 256 / 512: 2048 -> 16 / - / -, 4096 -> 32 /
               # 16 / -, 8192 -> 64 / 32 / 16); (0, 4) = off, the three sweeps everywhere
