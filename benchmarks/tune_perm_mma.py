@@ -1,8 +1,8 @@
 """H100: the small-M tensor-core kernel on the permuted weight copy (gemv.mma_w4_perm) against bf16 cuBLAS and what
 dispatch runs, same process, CUDA-graph replay, weights rotated past L2: correctness at real sizes first (poisoned
 outputs, every weight / activation kind, through the hook), then per (kind, shape) a config sweep at M = 16 and its
-best configs again at M = 2, 4, 8, 32, 64 (M = 1: the gemv_w4_perm decode GEMV, for reference). A config that does
-not compile or launch (out of shared memory at a larger BM) is recorded as failed; results are rewritten after
+best configs again at M = 2, 4, 8, 32, 64 (M = 1: the gemv_w4_perm decode GEMV against the grid padded to 16
+rows). A config that does not compile or launch (out of shared memory at a larger BM) is recorded as failed; results are rewritten after
 every shape, and no new shape starts past --budget seconds, so a run cut short keeps what it timed.
 
 Usage (device, ~3-4 minutes; .cache/ is git-ignored, so a warm machine reuses the compiled kernels):
@@ -201,7 +201,8 @@ class Shape:
 
 def sweep_shape(kind: str, n: int, k: int, grid: list, ms: list[int], top: int, rows: list) -> list[str]:
     """The grid at M = 16 (plus the default config), the `top` best and the default at the other M; M = 1 times
-    gemv_w4_perm (dispatch's M = 1 path) in the perm-mma column. Returns the markdown table of the shape."""
+    gemv_w4_perm (dispatch's M = 1 path) and the grid (and its 4-way splits) padded to 16 rows, the best of them in
+    the perm-mma column. Returns the markdown table of the shape."""
     sh = Shape(kind, n, k)
     kb = n * k * (0.5 + 2 / 128) / 1e3  # weight + scale bytes / 1e3: kb / µs = GB/s
     md = [f"**{kind} {n} x {k}**", "",
@@ -220,12 +221,13 @@ def sweep_shape(kind: str, n: int, k: int, grid: list, ms: list[int], top: int, 
         add(m, "bf16", None, bf, why_bf)
         add(m, "dispatch", None, cur, why_cur)
         default = gemv.perm_mma_config(m, n, k, sh.p.group)
-        if m == 1:
-            res = [(*sh.gemv(x), "gemv_w4_perm")]
+        if m == 1:  # the GEMV dispatch runs, and (padded to 16 rows) the tensor-core kernel at the grid's configs
+            m1 = [default] + grid + [c[:4] + (4,) for c in grid if c[4] == 2]
+            res = [(*sh.gemv(x), "gemv_w4_perm")] + [(*sh.perm(x, c), c) for c in dict.fromkeys(m1)]
         else:  # the default config first, each distinct config once
             res = [(*sh.perm(x, c), c) for c in dict.fromkeys([default] + (grid if m == 16 else best_cfgs))]
         for us, why, c in res:
-            add(m, "gemv_w4_perm" if m == 1 else "perm_mma", c, us, why)
+            add(m, "gemv_w4_perm" if c == "gemv_w4_perm" else "perm_mma", c, us, why)
             if why != "ok":
                 print(f"{kind} {n}x{k} M={m} {c}: {why}", flush=True)
         ok = sorted((r for r in res if r[0] is not None), key=lambda r: r[0])
@@ -251,7 +253,7 @@ def sweep(out_dir: Path, kinds: list[str], shapes: list[tuple[int, int]], grid: 
             f"commit {_commit()}, {time.strftime('%Y-%m-%d')}; g128 weights, bf16 activations, CUDA-graph replay, "
             "weights rotated past L2; 'dispatch' = what QuantLinear runs now (M = 1 gemv_w4_perm, 2..16 perm-mma "
             "default config, 32 qgemm, 64 qgemm or dequant + cuBLAS for W4A16); W4A8 perm-mma timings include "
-            "act_quant; M = 1's perm-mma column is gemv_w4_perm", ""]
+            "act_quant; M = 1's perm-mma column is the better of gemv_w4_perm and the tensor-core kernel", ""]
     rows: list = []
     md: list[str] = []
     for (n, k), kind in itertools.product(shapes, kinds):  # shape-major: a cut-short run has every kind of a shape
