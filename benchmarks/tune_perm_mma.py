@@ -2,8 +2,9 @@
 dispatch runs, same process, CUDA-graph replay, weights rotated past L2: correctness at real sizes first (poisoned
 outputs, every weight / activation kind, through the hook), then per (kind, shape) a config sweep at M = 16 and its
 best configs again at M = 2, 4, 8, 32, 64 (M = 1: the gemv_w4_perm decode GEMV against the grid padded to 16
-rows). A config that does not compile or launch (out of shared memory at a larger BM) is recorded as failed; results are rewritten after
-every shape, and no new shape starts past --budget seconds, so a run cut short keeps what it timed.
+rows). A config that does not compile or launch (out of shared memory at a larger BM) is recorded as failed;
+results are rewritten after every shape, and no new shape starts past --budget seconds, so a run cut short keeps
+what it timed.
 
 Usage (device, ~3-4 minutes; .cache/ is git-ignored, so a warm machine reuses the compiled kernels):
     TRITON_CACHE_DIR=$PWD/.cache/triton PYTHONPATH=src python3 benchmarks/tune_perm_mma.py --quick --out "$OUT"
