@@ -30,9 +30,18 @@ DEQUANT_M = 64
 GEMV_TOKENS = 1  # the GEMV runs up to this many tokens (tune_gemv.py); above, mma_w4_perm / qgemm (dispatch)
 
 
-def use_gemv(m: int, n: int) -> bool:
-    """Tokens for which the CUDA-core GEMV runs instead of the split-K tensor-core path (H100, tune_gemv.py)."""
-    return 1 <= m <= GEMV_TOKENS
+# Weight-only (W4A16) layers with at least this many output features run one token on the tensor-core kernel of the
+# permuted copy (the token padded to 16 rows) instead of the GEMV: H100, tune_perm_mma.py at M = 1 (2026-11-24,
+# code 7f1f0e5, weights rotated past L2): 11008 x 4096 16.7 µs against the GEMV's 19.6 (gemlite's A16W4 GEMV 16.6 in
+# the same call); 4096 x 4096 9.8 against 8.8, so narrower layers keep the GEMV. W4A8 keeps the GEMV, which
+# quantizes the token itself (the tensor-core path would add an act_quant launch).
+PERM_MMA_M1_MIN_N = 8192
+
+
+def use_gemv(m: int, n: int, weight_only: bool = False) -> bool:
+    """Tokens for which the CUDA-core GEMV runs instead of the tensor-core paths (H100, tune_gemv.py,
+    tune_perm_mma.py); weight_only: a W4A16 layer that has the permuted copy."""
+    return 1 <= m <= GEMV_TOKENS and not (weight_only and n >= PERM_MMA_M1_MIN_N)
 
 
 @triton.jit
@@ -385,9 +394,10 @@ PERM_MMA_MAX_M = 32
 PERM_MMA_TUNED_MAX_M = 16  # PERM_MMA_TUNED holds configs measured at 2..16 tokens
 
 
-def use_perm_mma(m: int) -> bool:
-    """Tokens for which dispatch runs the small-M tensor-core kernel on the permuted copy (where one exists)."""
-    return GEMV_TOKENS < m <= PERM_MMA_MAX_M
+def use_perm_mma(m: int, n: int = 0, weight_only: bool = False) -> bool:
+    """Tokens for which dispatch runs the small-M tensor-core kernel on the permuted copy (where one exists): above
+    the GEMV's, and the GEMV's own for wide weight-only layers (PERM_MMA_M1_MIN_N)."""
+    return GEMV_TOKENS < m <= PERM_MMA_MAX_M or (1 <= m <= GEMV_TOKENS and not use_gemv(m, n, weight_only))
 
 
 def _nib8_asm(magic: int, one: int, zero: bool) -> str:
@@ -604,7 +614,7 @@ def perm_mma_config(m: int, n: int, k: int, group: int = 128, sms: int = 132) ->
 
     Measured shapes (PERM_MMA_TUNED) up to PERM_MMA_MAX_M tokens; elsewhere, until timed, the pre-measurement
     heuristic from the sm_90 SASS (--regs): a 32 x 64-word step on 4 warps (96 registers, 124 warp-instructions
-    per 1k int4 weights in the main loop), for N >= 8192 64 x 128 words on 8 warps (128 registers, 100 per 1k);
+    per 1k int4 weights in the main loop), for N >= 8192 32 x 128 words on 4 warps (the 11008 x 4096 pick);
     K split until about 2 programs per SM with at least 2 steps each. Above 16 tokens (a 32 or 64-row x tile per
     stage) 64 x 64 words on 4 warps, 2 stages: 152 KB of shared memory at BM = 64 for sm_90, within the H100's 227 KB
     ((32, 128, 4, 2) needs 280 KB there and failed to launch on the device)."""
@@ -612,8 +622,9 @@ def perm_mma_config(m: int, n: int, k: int, group: int = 128, sms: int = 132) ->
         return PERM_MMA_TUNED[n, k]
     if m > PERM_MMA_TUNED_MAX_M:
         bn, bj, warps = 64, 64, 4
-    else:
-        bn, bj, warps = (64, 128, 8) if n >= 8192 else (32, 64, 4)
+    else:  # N >= 8192: 11008 x 4096's measured pick at 1, 2 and 16 tokens ((64, 128, 8) ran 19.5-20.3 µs there at
+        # M = 1 against 16.7), for the wide layers not timed yet
+        bn, bj, warps = (32, 128, 4) if n >= 8192 else (32, 64, 4)
     bj = min(bj, group)
     steps = -(-k // (8 * group)) * (group // bj)
     tiles = -(-n // bn)
