@@ -32,7 +32,7 @@ GEMV_TOKENS = 1  # the GEMV runs up to this many tokens (tune_gemv.py); above, m
 
 # Weight-only (W4A16) layers with at least this many output features run one token on the tensor-core kernel of the
 # permuted copy (the token padded to 16 rows) instead of the GEMV: H100, tune_perm_mma.py at M = 1 (2026-11-24,
-# code 7f1f0e5, weights rotated past L2): 11008 x 4096 16.7 µs against the GEMV's 19.6 (gemlite's A16W4 GEMV 16.6 in
+# code 05e4980, weights rotated past L2): 11008 x 4096 16.7 µs against the GEMV's 19.6 (gemlite's A16W4 GEMV 16.6 in
 # the same call); 4096 x 4096 9.8 against 8.8, so narrower layers keep the GEMV. W4A8 keeps the GEMV, which
 # quantizes the token itself (the tensor-core path would add an act_quant launch).
 PERM_MMA_M1_MIN_N = 8192
