@@ -100,10 +100,12 @@ def test_gemv_rejects_unaligned_weights(dev):
 def test_gemv_is_used_at_the_measured_token_counts():
     from lowbit.kernels.gemv import GEMV_TOKENS, use_gemv, use_perm_mma
     assert use_gemv(1, 4096) and use_gemv(GEMV_TOKENS, 11008) and not use_gemv(GEMV_TOKENS + 1, 11008)
-    # one token of a wide weight-only layer: the tensor-core kernel (H100: 11008 x 4096 16.7 vs 19.6 µs)
-    assert not use_gemv(1, 11008, weight_only=True) and use_perm_mma(1, 11008, weight_only=True)
-    assert use_gemv(1, 4096, weight_only=True) and not use_perm_mma(1, 4096, weight_only=True)
-    assert use_gemv(1, 11008) and not use_perm_mma(1, 11008)  # W4A8: the GEMV quantizes the token itself
+    # one token of a layer with the permuted copy: the tensor-core kernel for W4A8 and for large W4A16 layers
+    # (H100: 11008 x 4096 W4A16 17.0 vs 19.6 µs, W4A8 21.3 vs 36.3), the GEMV for smaller W4A16 (4096²: 8.8 vs 9.8)
+    for n, k, wo, gemv in [(11008, 4096, True, False), (4096, 11008, True, False), (4096, 4096, True, True),
+                           (4096, 4096, False, False), (768, 768, False, False)]:
+        assert use_gemv(1, n, k, wo, permuted=True) == gemv and use_perm_mma(1, n, k, wo) == (not gemv)
+        assert use_gemv(1, n, k, wo, permuted=False)  # no permuted copy: the GEMV on the stored layout
 
 
 @pytest.mark.parametrize("preset,tokens,n", [("w4a16", 1, 40), ("w4a8-int", 1, 40), ("w4a8-fp", 1, 40),
@@ -116,7 +118,7 @@ def test_dispatch_takes_the_gemv_and_dequant_paths(dev, preset, tokens, n, monke
     from lowbit.scheme import PRESETS
 
     # stand-in for the H100 rule (GEMV at M = 1), restricted to N >= 32 so both branches are exercised
-    monkeypatch.setattr(dispatch, "use_gemv", lambda m, n_out, weight_only=False: m == 1 and n_out >= 32)
+    monkeypatch.setattr(dispatch, "use_gemv", lambda m, n_out, *a, **kw: m == 1 and n_out >= 32)
     monkeypatch.setattr(dispatch, "PERM_MIN_N", 32)  # N = 40 gets the permuted decode copy, N = 24 does not
     called = []
     for fn in ("gemv_w4", "gemv_w4_perm", "mma_w4_perm", "dequant_w4"):
@@ -140,26 +142,32 @@ def test_dispatch_takes_the_gemv_and_dequant_paths(dev, preset, tokens, n, monke
     assert ((y.float() - ref).norm() / ref.norm()) < 2e-3
 
 
-@pytest.mark.parametrize("preset,want", [("w4a16", "mma_w4_perm"), ("w4a8-int", "gemv_w4_perm")])
-def test_one_token_of_a_wide_weight_only_layer_takes_the_tensor_core_kernel(dev, preset, want, monkeypatch):
-    """gemv.PERM_MMA_M1_MIN_N lowered to 32: W4A16 at M = 1 runs mma_w4_perm (the token padded to 16 rows), W4A8
-    keeps the GEMV; both match the reference layer."""
+@pytest.mark.parametrize("preset,least,want", [("w4a16", 40 * 256, "mma_w4_perm"),
+                                              ("w4a16", 40 * 256 + 1, "gemv_w4_perm"),
+                                              ("w4a8-int", 40 * 256 + 1, "mma_w4_perm"),
+                                              ("w4a8-fp", 40 * 256 + 1, "mma_w4_perm")])
+def test_one_token_takes_the_tensor_core_kernel_where_measured_faster(dev, preset, least, want, monkeypatch):
+    """gemv.PERM_MMA_M1_MIN_WEIGHTS lowered around a 40 x 256 layer: W4A16 at M = 1 runs mma_w4_perm (the token
+    padded to 16 rows) from that size on and the permuted GEMV below it, W4A8 always mma_w4_perm (after act_quant);
+    all match the reference layer."""
+    n = 40
     from lowbit.kernels import dispatch, gemv
     from lowbit.nn.qlinear import QuantLinear
     from lowbit.scheme import PRESETS
 
-    monkeypatch.setattr(gemv, "PERM_MMA_M1_MIN_N", 32)
+    monkeypatch.setattr(gemv, "PERM_MMA_M1_MIN_WEIGHTS", least)
+    monkeypatch.setattr(gemv, "GEMV_TOKENS", 1)
     monkeypatch.setattr(dispatch, "PERM_MIN_N", 32)
     called = []
     for fn in ("gemv_w4", "gemv_w4_perm", "mma_w4_perm", "dequant_w4"):
         orig = getattr(dispatch, fn)
         monkeypatch.setattr(dispatch, fn, lambda *a, _o=orig, _n=fn, **kw: (called.append(_n), _o(*a, **kw))[1])
     s = PRESETS[preset]
-    q = QuantLinear.from_float(torch.nn.Linear(256, 40).half(), s.weights, s.activations).to(dev)
+    q = QuantLinear.from_float(torch.nn.Linear(256, n).half(), s.weights, s.activations).to(dev)
     x = torch.randn(1, 256, dtype=torch.float16, device=dev)
     y = dispatch.quant_linear_forward(q, x)
     ref = q.reference_forward(x).float()
-    assert called == [want]
+    assert q._lb_wp is not None and called == [want]
     assert ((y.float() - ref).norm() / ref.norm()) < 2e-3
 
 

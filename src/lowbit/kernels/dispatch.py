@@ -164,8 +164,8 @@ def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | 
     if p.w_kind not in KINDS_4BIT or p.mode == _tl.PER_CHANNEL:
         return None
     m = x2.shape[0]
-    wide = p.a_kind == _tl.A16 and module._lb_wp is not None  # use_gemv's weight_only: one token may take MMA
-    if use_gemv(m, module.out_features, wide) and p.a_kind in A_CODES:
+    shape = (module.out_features, module.in_features, p.a_kind == _tl.A16)
+    if use_gemv(m, *shape, permuted=module._lb_wp is not None) and p.a_kind in A_CODES:
         # W4A8 decode: the GEMV quantizes the token itself (same codes as act_quant, one launch fewer)
         static = module.act_scale if p.a_fmt is not None and module.act_spec.granularity == "tensor" else None
         if m == 1 and module._lb_wp is not None:
@@ -175,7 +175,7 @@ def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | 
         return torch.ops.lowbit.gemv_w4(x2, module.qweight, module.scale, module.zero, module.bias, module._lb_cnt,
                                         static, p.a_kind, p.w_kind, p.group, module.out_features,
                                         module.in_features, x2.dtype)
-    if use_perm_mma(m, module.out_features, wide) and module._lb_wp is not None and p.a_kind in A_CODES:
+    if use_perm_mma(m, *shape) and module._lb_wp is not None and p.a_kind in A_CODES:
         # small M: one conversion per weight shared by the tokens through tl.dot on the permuted copy
         a, sa = _input_codes(module, p, x2)
         return torch.ops.lowbit.mma_w4_perm(a, sa, module._lb_wp, module._lb_sp, module._lb_zp, module.bias,

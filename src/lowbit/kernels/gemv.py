@@ -30,18 +30,21 @@ DEQUANT_M = 64
 GEMV_TOKENS = 1  # the GEMV runs up to this many tokens (tune_gemv.py); above, mma_w4_perm / qgemm (dispatch)
 
 
-# Weight-only (W4A16) layers with at least this many output features run one token on the tensor-core kernel of the
-# permuted copy (the token padded to 16 rows) instead of the GEMV: H100, tune_perm_mma.py at M = 1 (2026-11-24,
-# code 05e4980, weights rotated past L2): 11008 x 4096 16.7 µs against the GEMV's 19.6 (gemlite's A16W4 GEMV 16.6 in
-# the same call); 4096 x 4096 9.8 against 8.8, so narrower layers keep the GEMV. W4A8 keeps the GEMV, which
-# quantizes the token itself (the tensor-core path would add an act_quant launch).
-PERM_MMA_M1_MIN_N = 8192
+# One token on the permuted copy: the tensor-core kernel (the token padded to 16 rows) instead of the GEMV for
+# W4A8 layers, and for W4A16 layers of at least this many weights. H100 (`lowbit bench layers --methods
+# bf16,w4a16,w4a8-int,gemlite-a16w4 --tokens 1,2`, 2026-11-24, code 2f6e2ad; M = 2 runs the same padded kernel as
+# M = 1 would): W4A16 4096 x 4096 GEMV 8.8-9.9 µs vs 9.8-10.0 (narrow layers keep the GEMV), 11008 x 4096 19.6 vs
+# 16.3-17.0, 4096 x 11008 23.3 vs 18.4; W4A8-INT (act_quant + kernel against the GEMV that quantizes the token
+# itself) 14.6 vs 13.8, 36.3 vs 21.3, 35.1 vs 29.5. gemlite's A16W4 GEMV in the same call: 8.2, 16.6, 16.5 µs.
+PERM_MMA_M1_MIN_WEIGHTS = 1 << 25
 
 
-def use_gemv(m: int, n: int, weight_only: bool = False) -> bool:
+def use_gemv(m: int, n: int, k: int = 0, weight_only: bool = True, permuted: bool = False) -> bool:
     """Tokens for which the CUDA-core GEMV runs instead of the tensor-core paths (H100, tune_gemv.py,
-    tune_perm_mma.py); weight_only: a W4A16 layer that has the permuted copy."""
-    return 1 <= m <= GEMV_TOKENS and not (weight_only and n >= PERM_MMA_M1_MIN_N)
+    PERM_MMA_M1_MIN_WEIGHTS); permuted: the layer has the permuted copy that mma_w4_perm reads."""
+    if not 1 <= m <= GEMV_TOKENS:
+        return False
+    return not permuted or (weight_only and n * k < PERM_MMA_M1_MIN_WEIGHTS)
 
 
 @triton.jit
@@ -394,10 +397,11 @@ PERM_MMA_MAX_M = 32
 PERM_MMA_TUNED_MAX_M = 16  # PERM_MMA_TUNED holds configs measured at 2..16 tokens
 
 
-def use_perm_mma(m: int, n: int = 0, weight_only: bool = False) -> bool:
+def use_perm_mma(m: int, n: int = 0, k: int = 0, weight_only: bool = True) -> bool:
     """Tokens for which dispatch runs the small-M tensor-core kernel on the permuted copy (where one exists): above
-    the GEMV's, and the GEMV's own for wide weight-only layers (PERM_MMA_M1_MIN_N)."""
-    return GEMV_TOKENS < m <= PERM_MMA_MAX_M or (1 <= m <= GEMV_TOKENS and not use_gemv(m, n, weight_only))
+    the GEMV's, and the GEMV's own where use_gemv gives them to it (PERM_MMA_M1_MIN_WEIGHTS)."""
+    return GEMV_TOKENS < m <= PERM_MMA_MAX_M or (1 <= m <= GEMV_TOKENS
+                                                 and not use_gemv(m, n, k, weight_only, permuted=True))
 
 
 def _nib8_asm(magic: int, one: int, zero: bool) -> str:
