@@ -32,7 +32,7 @@ GEMV_TOKENS = 1  # the GEMV runs up to this many tokens (tune_gemv.py); above, m
 
 # One token on the permuted copy: the tensor-core kernel (the token padded to 16 rows) instead of the GEMV for
 # W4A8 layers, and for W4A16 layers of at least this many weights. H100 (`lowbit bench layers --methods
-# bf16,w4a16,w4a8-int,gemlite-a16w4 --tokens 1,2`, 2026-11-24, code 2f6e2ad; M = 2 runs the same padded kernel as
+# bf16,w4a16,w4a8-int,gemlite-a16w4 --tokens 1,2`, 2026-11-24, code 54f7a76; M = 2 runs the same padded kernel as
 # M = 1 would): W4A16 4096 x 4096 GEMV 8.8-9.9 µs vs 9.8-10.0 (narrow layers keep the GEMV), 11008 x 4096 19.6 vs
 # 16.3-17.0, 4096 x 11008 23.3 vs 18.4; W4A8-INT (act_quant + kernel against the GEMV that quantizes the token
 # itself) 14.6 vs 13.8, 36.3 vs 21.3, 35.1 vs 29.5. gemlite's A16W4 GEMV in the same call: 8.2, 16.6, 16.5 µs.
