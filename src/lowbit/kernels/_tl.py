@@ -1,4 +1,5 @@
-"""Triton device helpers shared by the kernels: rounding, minifloat codes, nibble unpacking.
+"""Triton device helpers shared by the kernels: rounding, minifloat codes, nibble unpacking; and the launchers'
+multiprocessor count (`sm_count`).
 
 Everything here is integer or exactly-representable float arithmetic, so the same code is bit-exact on the GPU
 and under Triton's interpreter (whose fp32 -> fp8 cast rounds some ties differently from torch's; measured on
@@ -6,12 +7,24 @@ triton 3.9: 0.75 * 2^-8 -> fp8 e4m3 gave a different code than `torch.Tensor.to(
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
 # Kind codes shared by launchers and kernels (constexpr ints).
 A16, INT8, FP8, INT4, FP4, UINT4 = 0, 1, 2, 3, 4, 5
 PER_CHANNEL, PER_GROUP, POW2_ROW = 0, 1, 2
+_SM_COUNT: dict[int, int] = {}
+
+
+def sm_count(device: torch.device) -> int:
+    """Multiprocessors of a CUDA device (cached); 132 (an H100's) for the CPU under Triton's interpreter."""
+    if device.type != "cuda":
+        return 132
+    i = device.index if device.index is not None else torch.cuda.current_device()
+    if i not in _SM_COUNT:
+        _SM_COUNT[i] = torch.cuda.get_device_properties(i).multi_processor_count
+    return _SM_COUNT[i]
 
 
 @triton.jit

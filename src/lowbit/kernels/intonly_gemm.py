@@ -25,6 +25,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
+from lowbit.kernels._tl import sm_count
 from lowbit.kernels.intonly import (_floordiv, _gelu_value, _hi_word_rq, _ratio_i32, _requant, _row_reciprocal,
                                     _rows, _rq_value, _shift_exp, _shift_exp_i32, channel_dyadic, gelu_consts, gelu_i32,
                                     hi_word_modes, out_dtype, shiftmax_i32)
@@ -217,14 +218,6 @@ LARGE_M = 8192
 PERSIST: dict[str, int] = {"linear.large.narrow": 2}
 WARP_SPECIALIZE = False  # warp-specialised persistent loop: no faster on Triton 3.6 / H100 (int8_gemm_bert.py)
 TMA: dict[str, bool] = {"linear": True, "linear.large.narrow": True, "linear.gelu": True}
-_SMS: dict[int, int] = {}
-
-
-def _sm_count(device: torch.device) -> int:
-    i = device.index if device.index is not None else torch.cuda.current_device()
-    if i not in _SMS:
-        _SMS[i] = torch.cuda.get_device_properties(i).multi_processor_count
-    return _SMS[i]
 
 
 def _family(m: int, n: int) -> str:
@@ -296,7 +289,7 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
     bm, bn, bk, warps, stages = TILES[family]
     num_m, num_n = triton.cdiv(rows, bm), triton.cdiv(n, bn)
     per_sm = PERSIST.get(family, 0)  # (the interpreter's "device" counts as 2 SMs, so tests walk several tiles)
-    g = min(num_m, -(-per_sm * (_sm_count(x.device) if x.is_cuda else 2) // num_n)) if per_sm else num_m
+    g = min(num_m, -(-per_sm * (sm_count(x.device) if x.is_cuda else 2) // num_n)) if per_sm else num_m
     persist = g < num_m
     tma = TMA.get(family, False) and k % 16 == 0 and x2.stride(0) % 16 == 0 and w.stride(0) % 16 == 0 \
         and x2.data_ptr() % 16 == 0 and w.data_ptr() % 16 == 0  # the copy engine's alignment rules

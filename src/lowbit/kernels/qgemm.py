@@ -318,16 +318,6 @@ class Config:
 
 
 UNPACK_M = 17  # H100: in-GEMM nibble conversion at M=64 ran 6x slower than unpack + 8-bit GEMM (BENCHMARKS.md)
-_SM_COUNT: dict[int, int] = {}
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 132
-    i = device.index if device.index is not None else torch.cuda.current_device()
-    if i not in _SM_COUNT:
-        _SM_COUNT[i] = torch.cuda.get_device_properties(i).multi_processor_count
-    return _SM_COUNT[i]
 
 
 def choose_config(m: int, n: int, k: int, a_kind: int, w_kind: int, mode: int, group: int,
@@ -371,7 +361,7 @@ def qgemm(a: torch.Tensor, a_scale: torch.Tensor | None, w: torch.Tensor, w_scal
         w = w.view(torch.float8_e4m3fn)
     if m == 0:
         return out
-    cfg = config or choose_config(m, n, k, a_kind, w_kind, mode, group, _sm_count(a.device))
+    cfg = config or choose_config(m, n, k, a_kind, w_kind, mode, group, _tl.sm_count(a.device))
     if cfg.split_k > 1 and (counters is None or counters.numel() < triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn)):
         cfg = Config(cfg.bm, cfg.bn, cfg.bk, 1, cfg.group_m, cfg.num_warps, cfg.num_stages)
     ws = torch.empty((cfg.split_k, m, n), dtype=torch.float32, device=a.device) if cfg.split_k > 1 else out
