@@ -1,8 +1,11 @@
 """H100: the permuted-layout M = 1 GEMV (gemv.gemv_w4_perm) against the stored-layout GEMV and bf16 cuBLAS, same
 process: correctness at real sizes (poisoned outputs), then a config sweep per shape.
-Usage (device): PYTHONPATH=src python3 benchmarks/tune_gemv_perm.py"""
+Usage (device): PYTHONPATH=src python3 benchmarks/tune_gemv_perm.py [--deep]
+--deep: no checks, the three 4096-class shapes only, and deeper software pipelines (stages 2-5: the whole K loop's
+loads in flight at K = 4096) instead of the wide grid."""
 import copy
 import itertools
+import sys
 import time
 
 import torch
@@ -16,7 +19,9 @@ torch.manual_seed(0)
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (3072, 768), (768, 3072), (4096, 1024)]
 t0 = time.time()
 cnt = torch.zeros(8192, dtype=torch.int32, device="cuda")
-for name, (n, k) in itertools.product(["w4a16", "w4a16-fp4", "w4a8-int", "w4a8-fp", "uint4"], SHAPES[:3]):
+DEEP = "--deep" in sys.argv
+for name, (n, k) in itertools.product(["w4a16", "w4a16-fp4", "w4a8-int", "w4a8-fp", "uint4"],
+                                      [] if DEEP else SHAPES[:3]):
     lin = torch.nn.Linear(k, n, bias=True, device="cuda", dtype=torch.bfloat16)
     if name == "uint4":
         q, wk = QuantLinear.from_float(lin, QuantSpec("int4", "group", 128, symmetric=False), None), _tl.UINT4
@@ -37,7 +42,9 @@ for name, (n, k) in itertools.product(["w4a16", "w4a16-fp4", "w4a8-int", "w4a8-f
         print(f"check {name} {n}x{k} cfg={cfg}: rel err {err:.2e} {'ok' if ok else 'FAIL'}", flush=True)
 print(f"checks done ({time.time() - t0:.0f}s)", flush=True)
 grid = list(itertools.product([4, 8, 16, 32], [2, 4, 8], [1, 2], [1, 2, 4]))
-for n, k in SHAPES:
+if DEEP:
+    grid = list(itertools.product([8, 16, 32], [4, 8], [2, 3, 4, 5], [1, 2]))
+for n, k in SHAPES[:3] if DEEP else SHAPES:
     lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
     q = QuantLinear.from_float(lin, QuantSpec("int4", "group", 128), None)
     c = copies_for(n * k // 2)
