@@ -22,7 +22,11 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
+
+try:  # host-side tensor descriptors (TMA; recent Triton releases): without them the linears use pointer loads
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton
+    TensorDescriptor = None
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
 from lowbit.kernels._tl import sm_count
@@ -291,7 +295,7 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
     per_sm = PERSIST.get(family, 0)  # (the interpreter's "device" counts as 2 SMs, so tests walk several tiles)
     g = min(num_m, -(-per_sm * (sm_count(x.device) if x.is_cuda else 2) // num_n)) if per_sm else num_m
     persist = g < num_m
-    tma = TMA.get(family, False) and k % 16 == 0 and x2.stride(0) % 16 == 0 and w.stride(0) % 16 == 0 \
+    tma = TMA.get(family, False) and TensorDescriptor is not None and k % 16 == 0 and x2.stride(0) % 16 == 0 and w.stride(0) % 16 == 0 \
         and x2.data_ptr() % 16 == 0 and w.data_ptr() % 16 == 0  # the copy engine's alignment rules
     xa, wa = (TensorDescriptor.from_tensor(x2, [bm, bk]), TensorDescriptor.from_tensor(w, [bn, bk])) if tma else (x2, w)
     _linear_rq_kernel[(g, num_n)](xa, wa, lin_t, bc[0], bc[1], bias_t, z2, bc2[0], bc2[1], bc3[0], bc3[1], out, rows,
