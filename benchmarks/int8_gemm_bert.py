@@ -7,8 +7,9 @@ what the int8 main loop costs and what the requantizing epilogue adds.
 Per BERT-base linear (Q/K/V fused 2304 x 768 with int8 out, O 768 x 768 and FC2 768 x 3072 with the residual term,
 FC1 3072 x 768 with 16-bit out) at M = batch x tokens rows: µs per call (CUDA-graph replay, medians, operands
 rotated past L2) and TOP/s. ``--tiles`` also times every linear_rq tile option of intonly_gpu.py's sweep;
-``--persist`` launch variants (intonly_gemm.PERSIST: programs per SM; "ws" warp specialization; "tma" the
-operands through tensor descriptors, intonly_gemm.TMA) with each linear's default tile, checked equal to the default launch's codes first.
+``--persist`` launch variants (intonly_gpu.parse_launch: programs per SM, intonly_gemm.PERSIST; "ws" warp
+specialization; "tma" the operands through tensor descriptors, intonly_gemm.TMA) with each linear's default tile,
+each checked equal to the default launch's codes first.
 Realistic multipliers: per-channel dyadics b in [2^30, 2^31), c in 38..46 (what calibrated BERT layers give).
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lowbit.bench.timing import time_calls
 from lowbit.intonly.dyadic import Dyadic
 from lowbit.kernels import intonly_gemm as G
 
-from intonly_gpu import GEMM_SWEEP  # this folder: the tile options the forward's sweep times
+from intonly_gpu import GEMM_SWEEP, parse_launch  # this folder: the forward's sweep options, the variant syntax
 
 # (name, N, K, output bits, residual term)
 LINEARS = (("qkv", 2304, 768, 8, False), ("o", 768, 768, 16, True), ("fc1", 3072, 768, 16, False),
@@ -76,9 +77,7 @@ def main() -> None:
                 fam = G._family(rows, n)
                 fns = calls(rows, n, k, bits, two, torch.Generator().manual_seed(1))["linear_rq"]
                 want = fns[0]()
-                parts = opt.split("+")
-                G.PERSIST[fam] = next((int(u) for u in parts if u.isdigit()), 0)
-                G.WARP_SPECIALIZE, G.TMA[fam] = "ws" in parts, "tma" in parts
+                G.PERSIST[fam], G.TMA[fam], G.WARP_SPECIALIZE = parse_launch(opt)
                 try:
                     got = fns[0]()
                     same = torch.equal(got, want)

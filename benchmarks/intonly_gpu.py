@@ -266,6 +266,22 @@ class _Launches:
         intonly_gemm.PERSIST[fam], intonly_gemm.TMA[fam] = opt
 
 
+def parse_launch(spec: str) -> tuple[int, bool, bool]:
+    """A launch variant written as '+'-joined parts ("2", "tma", "tma+2", "2+ws"): (programs per SM of the
+    persistent launch, 0 = a program per tile; descriptor (TMA) loads; warp specialization)."""
+    parts = spec.split("+")
+    return next((int(u) for u in parts if u.isdigit()), 0), "tma" in parts, "ws" in parts
+
+
+def record_tiles(info: dict) -> None:
+    """The kernels' launch tables as they stand (after a sweep or --persist) into the run's metadata."""
+    from lowbit.kernels import intonly, intonly_gemm
+
+    info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
+    info["launch"] = {"persist": dict(intonly_gemm.PERSIST), "tma": dict(intonly_gemm.TMA),
+                      "ws": intonly_gemm.WARP_SPECIALIZE}
+
+
 def sweep_tiles(im, x: dict, families=None) -> dict:
     """Coordinate descent over TILES: per kernel family (all but linear.large, or only ``families``), the option
     with the fastest graph-replayed forward of BERT (x: input_ids) or ViT (x: pixel_values)."""
@@ -347,15 +363,13 @@ def main(argv=None) -> None:
         from lowbit.kernels import intonly_gemm
 
         for item in args.persist.split(","):
-            fam, n = item.split("=")
-            parts = n.split("+")
+            fam, spec = item.split("=")
+            per_sm, tma, ws = parse_launch(spec)
             for f in (intonly_gemm.TILES if fam == "all" else (fam,)):
                 if f.startswith("linear"):
-                    intonly_gemm.PERSIST[f] = next((int(u) for u in parts if u.isdigit()), 0)
-                    intonly_gemm.TMA[f] = "tma" in parts
-            intonly_gemm.WARP_SPECIALIZE |= "ws" in parts
-        info["launch"] = {"persist": dict(intonly_gemm.PERSIST), "tma": dict(intonly_gemm.TMA),
-                          "ws": intonly_gemm.WARP_SPECIALIZE}
+                    intonly_gemm.PERSIST[f], intonly_gemm.TMA[f] = per_sm, tma
+            intonly_gemm.WARP_SPECIALIZE |= ws
+        record_tiles(info)
     print(info, flush=True)
     for name in args.models:
         t = time.time()
@@ -364,32 +378,25 @@ def main(argv=None) -> None:
         # 2 x 160 tokens: M = 320 > 256 takes the large-tile linears (intonly_gemm._family), not only the small ones
         require_kernels(im, inputs(2, 160 if name == "bert-base" else 0))
         if args.sweep and name == "bert-base":
-            from lowbit.kernels import intonly, intonly_gemm
-
             first = inputs(args.batches[0], args.seqs[0])
             info["tile sweep"] = sweep_tiles(im, {k: v.cuda() for k, v in first.items()})
             if args.sweep_large:
                 b, t = args.sweep_large
                 info["tile sweep"] |= sweep_tiles(im, {k: v.cuda() for k, v in inputs(b, t).items()},
                                                   ("linear.large", "linear.large.narrow"))
-            info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
+            record_tiles(info)
             require_kernels(im, inputs(3, 111))  # still bit-exact with the chosen tiles (several row blocks, a tail)
         for at in args.sweep_at if name == "bert-base" else ():
-            from lowbit.kernels import intonly, intonly_gemm
-
             size, fams = at.split(":", 1)
             b, t = (int(v) for v in size.split("x"))
             info["sweep at " + size] = sweep_tiles(im, {k: v.cuda() for k, v in inputs(b, t).items()},
                                                    tuple(fams.split(",")))
-            info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
-            info["launch"] = {"persist": dict(intonly_gemm.PERSIST), "tma": dict(intonly_gemm.TMA)}
+            record_tiles(info)
             require_kernels(im, inputs(2, 160))
         if args.sweep_vit and name == "vit-b16":  # its own sequence length (197): attention tiles differ from BERT's
-            from lowbit.kernels import intonly, intonly_gemm
-
             info["vit tile sweep"] = sweep_tiles(im, {k: v.cuda() for k, v in inputs(args.batches[0], 0).items()},
                                                  tuple(args.sweep_vit.split(",")))
-            info["tiles"] = {k: list(v) for k, v in (intonly.TILES | intonly_gemm.TILES).items()}
+            record_tiles(info)
             require_kernels(im, inputs(3, 0))
         if hasattr(fp.config, "_attn_implementation"):
             fp.config._attn_implementation = args.attn

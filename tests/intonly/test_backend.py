@@ -95,8 +95,7 @@ def test_vit_kernel_backend_equals_torch_integer_backend():
     k = im._backend("kernel")
     calls = []
     layernorm_rq = k.layernorm_rq
-    k.layernorm_rq = lambda *a, **kw: calls.append(kw.get("keep", a[-1] if len(a) > 6 else True)) or \
-        layernorm_rq(*a, **kw)
+    k.layernorm_rq = lambda *a, keep=True: calls.append(keep) or layernorm_rq(*a, keep=keep)
     z_k, _ = im.integer_logits(k, codes)  # 3 rows: the head's GEMM is padded for _int_mm
     assert torch.equal(z_k.long(), z_int)
     # pre-LN: both LayerNorms of each block make their linear's int8 input and store nothing else

@@ -332,7 +332,7 @@ class IntEncoder(nn.Module):
             return (*self._layernorm(A, key, x, in_bits, s_x), None)
         m, bias = self.plan[key]
         h, x8 = A.layernorm_rq(LayerNormInt(self.hidden, in_bits), x, m, bias, self.config.residual_bits,
-                               self.plan[in_key], keep)
+                               self.plan[in_key], keep=keep)
         return h, self.scales[key], x8
 
     def _qkv_keys(self, p: str) -> tuple[tuple[str, ...], dict[str, str]]:

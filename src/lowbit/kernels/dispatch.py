@@ -157,15 +157,16 @@ def _input_codes(module: QuantLinear, p: Plan, x2: torch.Tensor) -> tuple[torch.
 
 
 def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | None:
-    """Group-wise 4-bit weights: the CUDA-core GEMV where `use_gemv` says it won; a few tokens (`use_perm_mma`) on
-    the permuted copy: the small-M tensor-core kernel (W4A8 after act_quant); weight-only layers from DEQUANT_M
+    """Group-wise 4-bit weights: the CUDA-core GEMV where `use_gemv` says it won (one token of a smaller W4A16
+    layer); a few tokens, or one of W4A8 or of a large W4A16 layer (`use_perm_mma`), on the permuted copy: the
+    small-M tensor-core kernel (W4A8 after act_quant); weight-only layers from DEQUANT_M
     tokens on: the weight dequantized once to the activation dtype, then cuBLAS (decoding nibbles in every
     tensor-core tile ran at 0.37x bf16 at M = 2048, BENCHMARKS.md). None: the tensor-core qgemm path."""
     if p.w_kind not in KINDS_4BIT or p.mode == _tl.PER_CHANNEL:
         return None
     m = x2.shape[0]
-    shape = (module.out_features, module.in_features, p.a_kind == _tl.A16)
-    if use_gemv(m, *shape, permuted=module._lb_wp is not None) and p.a_kind in A_CODES:
+    n, k, weight_only = module.out_features, module.in_features, p.a_kind == _tl.A16
+    if use_gemv(m, n, k, weight_only, permuted=module._lb_wp is not None) and p.a_kind in A_CODES:
         # W4A8 decode: the GEMV quantizes the token itself (same codes as act_quant, one launch fewer)
         static = module.act_scale if p.a_fmt is not None and module.act_spec.granularity == "tensor" else None
         if m == 1 and module._lb_wp is not None:
@@ -175,13 +176,13 @@ def _w4_paths(module: QuantLinear, p: Plan, x2: torch.Tensor) -> torch.Tensor | 
         return torch.ops.lowbit.gemv_w4(x2, module.qweight, module.scale, module.zero, module.bias, module._lb_cnt,
                                         static, p.a_kind, p.w_kind, p.group, module.out_features,
                                         module.in_features, x2.dtype)
-    if use_perm_mma(m, *shape) and module._lb_wp is not None and p.a_kind in A_CODES:
+    if use_perm_mma(m, n, k, weight_only) and module._lb_wp is not None and p.a_kind in A_CODES:
         # small M: one conversion per weight shared by the tokens through tl.dot on the permuted copy
         a, sa = _input_codes(module, p, x2)
         return torch.ops.lowbit.mma_w4_perm(a, sa, module._lb_wp, module._lb_sp, module._lb_zp, module.bias,
                                             module._lb_cnt, p.a_kind, p.w_kind, p.group, module.out_features,
                                             module.in_features, x2.dtype)
-    if p.a_kind == _tl.A16 and m >= DEQUANT_M:
+    if weight_only and m >= DEQUANT_M:
         w = torch.ops.lowbit.dequant_w4(module.qweight, module.scale, module.zero, p.w_kind, p.group,
                                         module.in_features, x2.dtype)
         return torch.nn.functional.linear(x2, w, module.bias)
