@@ -48,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-graphs", action="store_true", help="time eager only")
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"), help="HF FP16 attention implementation")
     p.add_argument("--calib-seq", type=int, default=64, help="calibration tokens per sequence (4 sequences)")
+    p.add_argument("--norm", default="deferred", choices=("deferred", "probs"),
+                   help="IntConfig.deferred_norm: the attention's weights relative to the row maximum and one "
+                        "division of the context (deferred, the default) or normalised probabilities (probs)")
     p.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     p.add_argument("--sweep-large", type=lambda v: tuple(int(u) for u in v.split("x")), default=None,
                    metavar="BxT", help="with --sweep: also sweep the linear.large GEMM tile at this BERT size "
@@ -85,8 +88,9 @@ def hf_config(name: str, tiny: bool = False):
     return ViTConfig(**small, **(dict(image_size=32, patch_size=8) if tiny else {}))  # defaults: ViT-B/16 at 224
 
 
-def build(name: str, calib_seq: int, tiny: bool = False):
-    """(FP32 HF model, integer-only model calibrated on the CPU with the default IntConfig, input maker)."""
+def build(name: str, calib_seq: int, tiny: bool = False, deferred_norm: bool = True):
+    """(FP32 HF model, integer-only model calibrated on the CPU with the default IntConfig (but deferred_norm),
+    input maker)."""
     from transformers import BertModel, ViTModel
 
     from lowbit.intonly.blocks import IntBertModel, IntConfig
@@ -98,14 +102,14 @@ def build(name: str, calib_seq: int, tiny: bool = False):
     if name == "bert-base":
         fp = BertModel(cfg).eval()
         calib = [{"input_ids": torch.randint(1000, cfg.vocab_size, (4, calib_seq), generator=g)}]
-        im = IntBertModel(fp, IntConfig()).calibrate(calib).eval()
+        im = IntBertModel(fp, IntConfig(deferred_norm=deferred_norm)).calibrate(calib).eval()
 
         def inputs(b, t):
             return {"input_ids": torch.randint(1000, cfg.vocab_size, (b, t), generator=g)}
     else:
         fp = ViTModel(cfg, add_pooling_layer=False).eval()
         size = cfg.image_size
-        im = build_int_vit(fp, torch.randn(4, 3, size, size, generator=g), IntConfig())
+        im = build_int_vit(fp, torch.randn(4, 3, size, size, generator=g), IntConfig(deferred_norm=deferred_norm))
 
         def inputs(b, t):
             return {"pixel_values": torch.randn(b, 3, size, size, generator=g)}
@@ -358,7 +362,7 @@ def main(argv=None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("intonly_gpu: needs a CUDA device (the kernel backend is what this script measures)")
     os.makedirs(args.out, exist_ok=True)
-    info, rows = meta(), []
+    info, rows = meta() | {"attention norm": args.norm}, []
     if args.persist:
         from lowbit.kernels import intonly_gemm
 
@@ -373,7 +377,7 @@ def main(argv=None) -> None:
     print(info, flush=True)
     for name in args.models:
         t = time.time()
-        fp, im, inputs = build(name, args.calib_seq)
+        fp, im, inputs = build(name, args.calib_seq, deferred_norm=args.norm == "deferred")
         print(f"{name}: built and calibrated in {time.time() - t:.0f} s", flush=True)
         # 2 x 160 tokens: M = 320 > 256 takes the large-tile linears (intonly_gemm._family), not only the small ones
         require_kernels(im, inputs(2, 160 if name == "bert-base" else 0))

@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--gelu-in-bits", type=int, default=16)
     ap.add_argument("--smooth", default=None, help="IntConfig.smooth: a SmoothQuant alpha in [0, 1] or 'auto' "
                                                    "(the graph then quantizes the float weights itself)")
+    ap.add_argument("--norm", choices=("deferred", "probs"), default="deferred",
+                    help="IntConfig.deferred_norm: weights relative to the row maximum and one division of the context "
+                         "(deferred) or normalised probabilities (probs, the papers)")
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--n-eval", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
@@ -56,7 +59,7 @@ def main() -> None:
     fq = quantize(copy.deepcopy(fp), INTONLY_SCHEME, calib, progress=False)
     smooth = None if args.smooth is None else (args.smooth if args.smooth == "auto" else float(args.smooth))
     cfg = IntConfig(softmax=args.softmax, gelu=args.gelu, score_bits=args.score_bits, gelu_in_bits=args.gelu_in_bits,
-                    smooth=smooth)
+                    smooth=smooth, deferred_norm=args.norm == "deferred")
     im = IntBertModel(fq if smooth is None else fp, cfg).calibrate(calib).eval()
     b = dict(tok(texts[:8], padding=True, return_tensors="pt"))
     ids, mask, tt = b["input_ids"], b["attention_mask"], b["token_type_ids"]

@@ -57,10 +57,13 @@ def _heads(g, b, h, t, d, fused: bool):
     return tuple(torch.randint(-128, 128, (b, h, t, d), generator=g, dtype=torch.int8) for _ in range(3))
 
 
-def _ctx_multiplier(g, n: int, per_channel: bool, t: int) -> Dyadic:
-    # P·V is at most t 127 128 in magnitude; typical contexts are ~2^13, so ~2^-6 keeps most codes inside int8
+def _ctx_multiplier(g, n: int, per_channel: bool, t: int, soft: IntSoftmax | None = None) -> Dyadic:
+    # P·V of probabilities is at most t 127 128 in magnitude; typical contexts are ~2^13, so ~2^-6 keeps most codes
+    # inside int8; a deferred context (unit 2^-14 of v) is ~2^20: ~2^-13
+    unit = 2 * soft.ctx_scale if soft is not None else 2.0**-6
+    bits = soft.ctx_bits(t) if soft is not None else (t * 2**14).bit_length()
     x = torch.rand(n if per_channel else 1, dtype=torch.float64, generator=g) + 0.5
-    return dyadic(x * 2.0**-6 if per_channel else float(x) * 2.0**-6, mantissa_bits((t * 2**14).bit_length()))
+    return dyadic(x * unit if per_channel else float(x) * unit, mantissa_bits(bits))
 
 
 def _check(q, k, v, m_s, soft, score_bits, mask, m_ctx):
@@ -80,52 +83,63 @@ SCALES = {"i32": (2.0**-10, 0.05), "i64": (2.0**-2, 1e-5), "saturated": (2.0**2,
 
 @pytest.mark.parametrize("b,h,t,d", [(1, 1, 1, 32), (2, 3, 5, 64), (1, 3, 37, 32), (2, 1, 130, 64)])
 @pytest.mark.parametrize("scale", list(SCALES))
-def test_attention_kernel_equals_the_composed_integer_steps(b, h, t, d, scale, variant):
-    from lowbit.kernels.intonly import shiftmax_i32
+@pytest.mark.parametrize("deferred", [False, True], ids=["probs", "deferred"])
+def test_attention_kernel_equals_the_composed_integer_steps(b, h, t, d, scale, deferred, variant):
+    from lowbit.kernels.intonly import deferred_i32, shiftmax_i32
 
     g = torch.Generator().manual_seed(b * 1000 + h * 100 + t + d)
     q, k, v = _heads(g, b, h, t, d, fused=t % 2 == 1)
     m_s, s_in = SCALES[scale]
     score_bits = 16
-    soft = IntSoftmax.build(s_in, "shift", 7)
-    assert (shiftmax_i32(soft, score_bits, 256) is None) == (scale == "i64")
+    soft = IntSoftmax.build(s_in, "shift", 7, deferred=deferred)
+    if deferred:  # the fine scale needs the widening quotient multiply
+        assert deferred_i32(soft, score_bits)[2] == (scale == "i64")
+    else:
+        assert (shiftmax_i32(soft, score_bits, 256) is None) == (scale == "i64")
     m_s = dyadic(m_s, mantissa_bits((d * 2**14).bit_length()))
     mask = torch.ones(b, 1, 1, t, dtype=torch.int64)
     mask[-1, ..., t // 3:] = 0  # the last batch keeps only its first third (t = 1, 2: nothing)
     for per_channel in (False, True):
-        m_ctx = _ctx_multiplier(g, h * d, per_channel, t)
+        m_ctx = _ctx_multiplier(g, h * d, per_channel, t, soft)
         for mk in (None, mask):
             ref = _check(q, k, v, m_s, soft, score_bits, mk, m_ctx)
-            assert ref.abs().max() > 0
+            # a row without a kept key (t < 3 masks every key): uniform probabilities, or no weight (deferred)
+            assert ref.abs().max() > 0 or (deferred and mk is not None and t < 3)
+            if deferred and mk is not None and t < 3:
+                assert torch.equal(ref, torch.zeros_like(ref))
 
 
-def test_saturated_scores_and_rows_without_a_kept_key(variant):
+@pytest.mark.parametrize("deferred", [False, True], ids=["probs", "deferred"])
+def test_saturated_scores_and_rows_without_a_kept_key(deferred, variant):
     """Scores past the score_bits range clamp before the Shiftmax; a batch whose keys are all masked gets the
-    reference's (uniform 2^k - 1) probabilities."""
+    reference's (uniform 2^k - 1) probabilities, or a zero context (deferred)."""
     g = torch.Generator().manual_seed(7)
     q, k, v = _heads(g, 2, 2, 21, 32, fused=True)
-    soft = IntSoftmax.build(0.3, "shift", 7)
+    soft = IntSoftmax.build(0.3, "shift", 7, deferred=deferred)
     mask = torch.zeros(2, 1, 1, 21, dtype=torch.int64)
     mask[0, ..., ::5] = 1
     for score_bits in (8, 12):
-        _check(q, k, v, dyadic(0.5, 31), soft, score_bits, mask, _ctx_multiplier(g, 64, True, 21))
+        ref = _check(q, k, v, dyadic(0.5, 31), soft, score_bits, mask, _ctx_multiplier(g, 64, True, 21, soft))
+        assert ref[0].abs().max() > 0 and (ref[1].abs().max() > 0) != deferred
 
 
-def test_negative_score_multiplier(variant):
+@pytest.mark.parametrize("deferred", [False, True], ids=["probs", "deferred"])
+def test_negative_score_multiplier(deferred, variant):
     """b < 0 reverses the order of the requantized scores: the row maximum comes from the raw minimum (the launcher
     no longer reads b back from the device, so the kernel handles both signs)."""
     g = torch.Generator().manual_seed(11)
     q, k, v = _heads(g, 2, 2, 37, 32, fused=True)
-    soft = IntSoftmax.build(0.05, "shift", 7)
+    soft = IntSoftmax.build(0.05, "shift", 7, deferred=deferred)
     mask = torch.ones(2, 1, 1, 37, dtype=torch.int64)
     mask[1, ..., 20:] = 0
     for mk in (None, mask):
-        ref = _check(q, k, v, dyadic(-2.0**-10, 31), soft, 16, mk, _ctx_multiplier(g, 64, True, 37))
+        ref = _check(q, k, v, dyadic(-2.0**-10, 31), soft, 16, mk, _ctx_multiplier(g, 64, True, 37, soft))
         assert ref.abs().max() > 0
 
 
+@pytest.mark.parametrize("deferred", [False, True], ids=["probs", "deferred"])
 @pytest.mark.parametrize("scale", ["i32", "i64"])
-def test_onepass_kernel_at_500_keys(scale, monkeypatch):
+def test_onepass_kernel_at_500_keys(scale, deferred, monkeypatch):
     """T_PAD 512 (16 query rows a program, 32 programs with a tail), a mask keeping 300 keys, both Shiftmax paths."""
     from lowbit.kernels import intonly_gemm
 
@@ -136,8 +150,8 @@ def test_onepass_kernel_at_500_keys(scale, monkeypatch):
     mask = torch.zeros(1, 1, 1, 500, dtype=torch.int64)
     mask[..., 100:400] = 1
     m_s, s_in = SCALES[scale]
-    soft = IntSoftmax.build(s_in, "shift", 7)
-    ref = _check(q, k, v, dyadic(m_s, 31), soft, 16, mask, _ctx_multiplier(g, 32, True, 500))
+    soft = IntSoftmax.build(s_in, "shift", 7, deferred=deferred)
+    ref = _check(q, k, v, dyadic(m_s, 31), soft, 16, mask, _ctx_multiplier(g, 32, True, 500, soft))
     assert ref.abs().max() > 0 and launches.names == ["_onepass_attention_kernel"]
 
 

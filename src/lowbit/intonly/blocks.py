@@ -53,6 +53,9 @@ class IntConfig:
 
     Args:
         softmax: "shift" (I-ViT Shiftmax) or "poly" (I-BERT i-exp).
+        deferred_norm: True: P·V runs on prob_bits-bit weights relative to each row's maximum and the context is
+            divided by their row total once (ops.IntSoftmax, deferred); False: on normalised prob_bits-bit
+            probabilities (the papers; IVIT_PAPER).
         gelu: "shift" (I-ViT ShiftGELU) or "poly" (I-BERT i-GELU).
         score_bits: attention scores entering the softmax.
         prob_bits: softmax output (7 keeps P in int8 for the P·V GEMM).
@@ -71,6 +74,7 @@ class IntConfig:
     """
 
     softmax: str = "shift"
+    deferred_norm: bool = True
     gelu: str = "shift"
     score_bits: int = 16
     prob_bits: int = 7
@@ -95,7 +99,7 @@ class IntConfig:
 
 # I-ViT / I-BERT's configuration: one per-tensor int8 scale per linear input (a lowbit model's, or MSE), 8-bit
 # scores. Accepts a lowbit-quantized model; less accurate than the defaults (see IntConfig).
-IVIT_PAPER = IntConfig(smooth=None, score_bits=8)
+IVIT_PAPER = IntConfig(smooth=None, score_bits=8, deferred_norm=False)
 
 
 @dataclass
@@ -427,20 +431,22 @@ class IntEncoder(nn.Module):
         scores = A.matmul(heads["q"], heads["k"].transpose(-1, -2))  # (B, nh, T, T) INT32
         s_scores, score_in_bits = s_q * s_k / math.sqrt(d), bits_for(d * 2**14)
         m = self._plan_rq(p + "scores", scores, s_scores, score_in_bits, c.score_bits)
-        softmax = self._op(p + "softmax", lambda: IntSoftmax.build(self.scales[p + "scores"], c.softmax, c.prob_bits))
-        if "softmax" in self.float_ops or self._float_rq(p + "scores"):  # ablation (SIM)
-            s8 = self._rq(A, p + "scores", scores, s_scores, score_in_bits, c.score_bits)
-            if "softmax" in self.float_ops:
-                real = s8 * self.scales[p + "scores"]
-                probs = torch.softmax(real if mask is None else real.masked_fill(mask == 0, -math.inf), -1)
-                probs = probs / softmax.out_scale
-            else:
-                probs = softmax(A, s8, mask)
+        softmax = self._op(p + "softmax", lambda: IntSoftmax.build(self.scales[p + "scores"], c.softmax, c.prob_bits,
+                                                                   deferred=c.deferred_norm))
+        ctx_scale, ctx_bits = softmax.ctx_scale, softmax.ctx_bits(self.max_tokens)
+        if "softmax" in self.float_ops:  # ablation (SIM): float probabilities times v, in 2^-prob_bits units
+            real = self._rq(A, p + "scores", scores, s_scores, score_in_bits, c.score_bits) * self.scales[p + "scores"]
+            probs = torch.softmax(real if mask is None else real.masked_fill(mask == 0, -math.inf), -1)
+            ctx = A.matmul(probs / softmax.out_scale, heads["v"])
+            ctx_scale, ctx_bits = softmax.out_scale, bits_for(self.max_tokens * 2 ** (c.prob_bits + 7))
+        elif softmax.deferred or self._float_rq(p + "scores"):
+            ctx = softmax.context(A, self._rq(A, p + "scores", scores, s_scores, score_in_bits, c.score_bits),
+                                  heads["v"], mask)
         else:  # requantize to score_bits, then softmax: one kernel on the kernel backend
             probs = A.softmax(softmax, scores, m, c.score_bits, mask)  # (B, nh, T, T), scale 2^-prob_bits
-        ctx = A.matmul(probs, heads["v"]).transpose(1, 2).reshape(b, t, nh * d)  # INT32
-        pv_bits = bits_for(self.max_tokens * 2 ** (c.prob_bits + 7))
-        ctx8 = self._linear_in(A, p + "ctx", (p + "o",), ctx, softmax.out_scale * s_v, pv_bits)
+            ctx = A.matmul(probs, heads["v"])  # INT32
+        ctx = ctx.transpose(1, 2).reshape(b, t, nh * d)
+        ctx8 = self._linear_in(A, p + "ctx", (p + "o",), ctx, ctx_scale * s_v, ctx_bits)
         lin = self.linears[p + "o"]
         return self._linear_term(A, lin, ctx8)
 

@@ -171,13 +171,18 @@ class _Composite:
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadic, op, score_bits: int,
                   mask: torch.Tensor | None, m_ctx: Dyadic, bits: int) -> torch.Tensor:
-        """One attention of heads q, k, v (B, H, T, d): scores q·kᵀ, softmax(op, scores, m_scores, score_bits,
-        mask), probabilities times v, the context (B, T, H * d) requantized by m_ctx to bits. The kernel backend
-        runs it as one kernel (scores and probabilities never written)."""
+        """One attention of heads q, k, v (B, H, T, d): scores q·kᵀ requantized by m_scores to score_bits, the
+        context ``op.context`` (probabilities times v, or with op.deferred the weights times v divided by their row
+        total), the context (B, T, H * d) requantized by m_ctx to bits. The kernel backend runs it as one kernel
+        (scores and probabilities never written)."""
         b, h, t, d = q.shape
-        probs = self.softmax(op, self.matmul(q, k.transpose(-1, -2)), m_scores, score_bits, mask)  # (B, H, T, T)
-        ctx = self.matmul(probs, v).transpose(1, 2).reshape(b, t, h * d)  # INT32
-        return self.rq(ctx, m_ctx, None, bits)
+        if op.deferred:
+            x = self.rq(self.matmul(q, k.transpose(-1, -2)), m_scores, None, score_bits)  # (B, H, T, T)
+            ctx = op.context(self, x, v, mask)
+        else:
+            probs = self.softmax(op, self.matmul(q, k.transpose(-1, -2)), m_scores, score_bits, mask)
+            ctx = self.matmul(probs, v)  # INT32
+        return self.rq(ctx.transpose(1, 2).reshape(b, t, h * d), m_ctx, None, bits)
 
     def gelu_rq(self, op, x: torch.Tensor, m: Dyadic, bits: int) -> torch.Tensor:
         """The integer GELU ``op`` of x, requantized to bits."""

@@ -110,6 +110,30 @@ def _shift_exp_i32(x, X0: tl.constexpr, N: tl.constexpr, DIV_M: tl.constexpr, DI
 
 
 @triton.jit
+def _weights_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr,
+                 DIV_WIDE: tl.constexpr, U_MUL: tl.constexpr, U_SH: tl.constexpr):
+    """ops.ShiftExp.weights (K-bit weights relative to the row maximum) of int32 x <= 0 (x >= -2^30) in int32, under
+    deferred_i32's bounds: a = -x' <= (K + 1) |X0| (x' clamped at (K + 1) X0), q = floor(a / |X0|) by one multiply
+    (on 32 bits where a DIV_M < 2^31, else widening), m = (q + 2) |X0| - a = r - 2 X0 in [|X0| + 1, 2 |X0|], and
+    u = ((m U >> (US + q - 1)) + 1) >> 1 (rounded) with m U < 2^31 (U's construction)."""
+    a = -tl.maximum(x + (x >> 1) - (x >> 4), (K + 1) * X0)
+    if DIV_WIDE:
+        q = _divc(a, DIV_M, DIV_SH)
+    else:
+        q = (a * DIV_M) >> DIV_SH
+    m = (q + 2) * -X0 - a
+    return (((m * U_MUL) >> (U_SH - 1 + q)) + 1) >> 1
+
+
+@triton.jit
+def _normalize_rows(acc, total, NS: tl.constexpr, SH: tl.constexpr):
+    """ops.IntSoftmax.normalize of the int32 context acc (rows, d) by its rows' int32 weight totals: R =
+    floor(2^NS / max(total, 1)) by NS + 1 restoring steps (one a row), then (acc R + 2^(SH-1)) >> SH (int64)."""
+    r = _floordiv(tl.full(total.shape, 1 << NS, tl.int64), tl.maximum(total, 1).to(tl.int64), NS + 1, NS + 1)
+    return (acc.to(tl.int64) * r[:, None] + (1 << (SH - 1))) >> SH
+
+
+@triton.jit
 def _gelu_sigmoid_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr):
     """ShiftGELU's s = floor(e * 2^(K-1) / (e + E0)), e = ShiftExp(-|x|), E0 = |X0| 2^N, in int32 for any int32 or
     int64 x, bit-exact under gelu_i32's bounds (2 <= K <= N, |X0| (2^K + 2) 2^K <= 2^31). Proof, with x' the base-2
@@ -578,6 +602,22 @@ def shiftmax_i32(op, score_bits: int, block_t: int) -> tuple[int, int, int, int]
     rs = (e0 * ((2 << k) + block_t)).bit_length()
     rbits = next(r for r in range(rs + 1) if (2 * e0) << r > 1 << rs)
     return (m, sh, rs, rbits) if m < 2**31 and rs + k + 1 <= 62 and rbits + k + 1 <= 31 else None
+
+
+def deferred_i32(op, score_bits: int) -> tuple[int, int, bool, int, int] | None:
+    """(DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH) of _weights_i32 for a deferred Shiftmax ``op``, or None when it has no
+    int32 kernel (an i-exp op, scores over 30 bits, or |X0| (K + 3) >= 2^31). DIV_WIDE: a DIV_M reaches 2^31 for
+    some a <= (K + 1) |X0| (fine score scales), so the quotient takes a widening multiply."""
+    from lowbit.intonly.ops import ShiftExp
+
+    if not isinstance(op.exp, ShiftExp) or score_bits > 30:
+        return None
+    x0, k = -op.exp.x0, op.out_bits
+    u, us = op.exp.weight_multiplier(k)
+    if u < 1 or (k + 3) * x0 >= 2**31:
+        return None
+    m, sh = divc_magic(x0, (k + 1) * x0)
+    return (m, sh, (k + 1) * x0 * m >= 2**31, u, us) if m < 2**31 else None
 
 
 def shiftmax(z: torch.Tensor, m: Dyadic, score_bits: int, op, mask: torch.Tensor | None) -> torch.Tensor | None:

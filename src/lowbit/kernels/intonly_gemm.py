@@ -30,9 +30,11 @@ except ImportError:  # pragma: no cover - older Triton
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
 from lowbit.kernels._tl import sm_count
-from lowbit.kernels.intonly import (_floordiv, _gelu_value, _hi_word_rq, _ratio_i32, _requant, _row_reciprocal,
-                                    _rows, _rq_value, _shift_exp, _shift_exp_i32, channel_dyadic, gelu_consts, gelu_i32,
-                                    hi_word_modes, out_dtype, shiftmax_i32)
+from lowbit.intonly.ops import CTX_BITS, NORM_SHIFT
+from lowbit.kernels.intonly import (_floordiv, _gelu_value, _hi_word_rq, _normalize_rows, _ratio_i32, _requant,
+                                    _row_reciprocal, _rows, _rq_value, _shift_exp, _shift_exp_i32, _weights_i32,
+                                    channel_dyadic, deferred_i32, gelu_consts, gelu_i32, hi_word_modes, out_dtype,
+                                    shiftmax_i32)
 
 
 def int_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -376,12 +378,44 @@ def _store_context(acc, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, sob, sot, HEAD_D
 
 
 @triton.jit
+def _deferred_weights(s, valid, mx, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr,
+                      K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr, DIV_WIDE: tl.constexpr,
+                      U_MUL: tl.constexpr, U_SH: tl.constexpr, RQ: tl.constexpr):
+    """int32 weights (ops.IntSoftmax.weights) of a block of INT32 scores s against the int32 row maxima mx of the
+    requantized scores; 0 for keys that do not count."""
+    x = _rq_scores(s, rq_b, rq_c, LO, HI, RQ).to(tl.int32)
+    return tl.where(valid, _weights_i32(tl.minimum(x - mx, 0), X0, K, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH), 0)
+
+
+@triton.jit
+def _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx, rq_b, rq_c, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, skt, svt, sob,
+                    sot, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, K: tl.constexpr,
+                    HAS_MASK: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr, DIV_WIDE: tl.constexpr,
+                    U_MUL: tl.constexpr, U_SH: tl.constexpr, RQ: tl.constexpr, HEAD_D: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    """The deferred attention's one sweep over the keys after the row maximum: weights, their row total (int32: at
+    most 127 T) and weights·V, then the context divided by the total (_normalize_rows), requantized and stored."""
+    total = tl.zeros((q.shape[0],), tl.int32)
+    acc = tl.zeros((q.shape[0], HEAD_D), tl.int32)
+    for n0 in range(0, T, BLOCK_N):
+        rn = n0 + tl.arange(0, BLOCK_N)
+        s, valid = _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK)
+        u = _deferred_weights(s, valid, mx, rq_b, rq_c, LO, HI, X0, K, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH, RQ)
+        total += tl.sum(u, 1)
+        vb = tl.load(v_ptr + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T, other=0)
+        acc = tl.dot(u.to(tl.int8), vb, acc, out_dtype=tl.int32)
+    _store_context(_normalize_rows(acc, total, NORM_SHIFT, NORM_SHIFT - CTX_BITS), b_ptr, c_ptr, out_ptr, z, h, rm,
+                   rd, T, sob, sot, HEAD_D)
+
+
+@triton.jit
 def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_ptr, T,
                       sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, stride_mask, sob, sot,
                       LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, N: tl.constexpr,
                       EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, OUT_BITS: tl.constexpr,
                       DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
                       DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr, SCORE_RQ: tl.constexpr,
+                      DEFERRED: tl.constexpr, DIV_WIDE: tl.constexpr, U_MUL: tl.constexpr, U_SH: tl.constexpr,
                       HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # grid (query blocks, heads, batch): no index division. Three sweeps over the keys, each recomputing the score
     # block on the tensor cores (64 MACs per score at head dim 64, against ~30 integer ops per score for the
@@ -389,6 +423,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
     # monotone in z: nondecreasing for b >= 0, nonincreasing for b < 0, so the maximum of the requantized scores is
     # the requantized raw maximum, or minimum when b < 0: no per-score requant in this sweep, and no host read of b),
     # 2) the exponentials' row total, 3) the probabilities and P·V. Scores and probabilities never reach memory.
+    # DEFERRED (ops.IntSoftmax.deferred): one sweep after the first makes the weights relative to the row maximum,
+    # their row total and their product with the values, and the context is divided by the total once at the end.
     h, z = tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rd = tl.arange(0, HEAD_D)
@@ -409,6 +445,11 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
         raw_lo = tl.minimum(raw_lo, tl.min(tl.where(valid, s, 0x7FFFFFFF), 1))
     raw = tl.where(rq_b >= 0, raw, raw_lo)
     mx = _rq_scores(raw, rq_b, rq_c, LO, HI, SCORE_RQ).to(tl.int64)[:, None]
+    if DEFERRED:
+        _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx.to(tl.int32), rq_b, rq_c, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T,
+                        skt, svt, sob, sot, LO, HI, X0, OUT_BITS, HAS_MASK, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH,
+                        SCORE_RQ, HEAD_D, BLOCK_N)
+        return
     # 2) the row total (an exact integer sum: the order of the blocks does not matter)
     total = tl.zeros((BLOCK_M, 1), tl.int64)
     for n0 in range(0, T, BLOCK_N):
@@ -439,7 +480,8 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
                               EXP_ABITS: tl.constexpr, EXP_QBITS: tl.constexpr, OUT_BITS: tl.constexpr,
                               DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr,
                               DIV_M: tl.constexpr, DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr,
-                              SCORE_RQ: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                              SCORE_RQ: tl.constexpr, DEFERRED: tl.constexpr, DIV_WIDE: tl.constexpr,
+                              U_MUL: tl.constexpr, U_SH: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr,
                               T_PAD: tl.constexpr):
     # _attention_kernel for rows whose T_PAD keys fit in registers: the scores of the query block against all keys
     # from one tl.dot, requantized and exponentiated once and held (int32 on the int32 path) for the total and the
@@ -455,6 +497,16 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
     rq_c = tl.load(rq_ptr + 1)
     s, valid = _score_block(q, k_ptr + z * skb + h * skh, mask_ptr + z * stride_mask, rn, rd, T, skt,
                             HAS_MASK)  # (BLOCK_M, T_PAD) INT32
+    vb = tl.load(v_ptr + z * svb + h * svh + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T,
+                 other=0)  # (T_PAD, HEAD_D) int8
+    if DEFERRED:
+        mx = tl.max(tl.where(valid, _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ).to(tl.int32), LO), 1)[:, None]
+        u = _deferred_weights(s, valid, mx, rq_b, rq_c, LO, HI, X0, OUT_BITS, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH,
+                              SCORE_RQ)
+        acc = tl.dot(u.to(tl.int8), vb, out_dtype=tl.int32)
+        _store_context(_normalize_rows(acc, tl.sum(u, 1), NORM_SHIFT, NORM_SHIFT - CTX_BITS), b_ptr, c_ptr, out_ptr,
+                       z, h, rm, rd, T, sob, sot, HEAD_D)
+        return
     x = _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ)
     if I32:  # score_bits <= 30 (shiftmax_i32)
         x = x.to(tl.int32)
@@ -465,8 +517,6 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
     if I32:
         r = _row_reciprocal(total, RS, RBITS)
     p = _probs(e, total, r, OUT_BITS, DIV_ABITS, RS, I32)
-    vb = tl.load(v_ptr + z * svb + h * svh + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T,
-                 other=0)  # (T_PAD, HEAD_D) int8
     acc = tl.dot(p, vb, out_dtype=tl.int32)
     _store_context(acc, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, sob, sot, HEAD_D)
 
@@ -484,7 +534,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
     Returns:
         (B, T, H * d) int8 codes, or None outside the kernel (the caller composes the steps): d not a power of two
         in 32..128 (sm_90's int8 tl.dot wants K >= 32: d = 16 did not compile), bits != 8, prob bits > 7, a
-        per-channel score multiplier, another mask shape. Nothing is read back from the device (the launch stays
+        per-channel score multiplier, another mask shape, a deferred op without an int32 kernel
+        (intonly.deferred_i32). Nothing is read back from the device (the launch stays
         CUDA-graph capturable).
     """
     b, h, t, d = q.shape
@@ -500,13 +551,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
     e = op.exp
     lo, hi = qrange(score_bits)
     t_pad = max(32, triton.next_power_of_2(t))  # int8 tl.dot wants K >= 32 on sm_90 (P·V over T_PAD keys)
-    fast = shiftmax_i32(op, score_bits, t_pad)
+    if op.deferred:
+        dfr = deferred_i32(op, score_bits)
+        if dfr is None:
+            return None
+        fast, deferred = (dfr[0], dfr[1], 0, 0), (True, *dfr[2:])
+    else:
+        fast, deferred = shiftmax_i32(op, score_bits, t_pad), (False, False, 1, 0)
     values, one_warps = TILES["attention.one.long" if t_pad >= 512 else "attention.one"]
     one_m = min(64, values // t_pad)  # query rows of the one-pass kernel: BLOCK_M x T_PAD scores held
     args = (q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
             k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1), lo, hi,
             e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, bits_for(e.bound()) + op.out_bits + 2,
-            mask is not None, fast is not None, *(fast or (1, 0, 0, 0)), hi_word_modes(m_scores, None, None)[0], d)
+            mask is not None, fast is not None, *(fast or (1, 0, 0, 0)), hi_word_modes(m_scores, None, None)[0],
+            *deferred, d)
     if one_m >= 16:  # tl.dot wants 16 rows at least
         _onepass_attention_kernel[(triton.cdiv(t, one_m), h, b)](*args, one_m, t_pad, num_warps=one_warps,
                                                                  num_stages=1)
