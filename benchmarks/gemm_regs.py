@@ -72,21 +72,30 @@ def compile_linear(bm: int, bn: int, bk: int, warps: int, stages: int, out_ptr: 
 # the score requantization calibrated BERT-base takes (intonly.hi_word_modes: c 30-31 with 21-bit scores -> 2);
 # --int64 compiles the int64 one (0) instead
 SCORE_RQ = 2
-# Shiftmax input scales of the two paths: 0.05 (|X0| = 20, int32) and 1e-5 (|X0| = 100000, int64)
-ATTENTION_PATHS = (("int32 Shiftmax", 0.05), ("int64 Shiftmax", 1e-5))
+# (label, Shiftmax input scale, deferred normalisation): 0.05 (|X0| = 20, int32), 1e-5 (|X0| = 100000, int64),
+# and the deferred kernel (the default) at a BERT-like 16-bit score scale (|X0| = 333)
+ATTENTION_PATHS = (("int32 Shiftmax", 0.05, False), ("int64 Shiftmax", 1e-5, False), ("deferred", 0.003, True))
 
 
-def compile_attention(bm: int, bn: int, warps: int, stages: int, scale: float, t_pad: int, one: bool) -> dict:
+def compile_attention(bm: int, bn: int, warps: int, stages: int, scale: float, t_pad: int, one: bool,
+                      deferred: bool = False) -> dict:
     """The three-sweep kernel (bn keys a step), or with ``one`` the one-pass kernel (bm x t_pad scores held)."""
-    from lowbit.intonly.ops import IntSoftmax
-    from lowbit.kernels.intonly import shiftmax_i32
+    from lowbit.intonly import ops
+    from lowbit.kernels.intonly import deferred_i32, shiftmax_i32
 
-    op, score_bits = IntSoftmax.build(scale, "shift", 7), 16
-    e, fast = op.exp, shiftmax_i32(op, score_bits, t_pad)
+    op, score_bits = ops.IntSoftmax.build(scale, "shift", 7, deferred=deferred), 16
+    e = op.exp
+    if deferred:
+        dfr = deferred_i32(op, score_bits)
+        fast, dconsts = (*dfr[:2], 0, 0), (True, *dfr[2:])
+    else:
+        fast, dconsts = shiftmax_i32(op, score_bits, t_pad), (False, False, 1, 0)
     consts = dict(LO=-(1 << 15), HI=(1 << 15) - 1, X0=e.x0, N=e.n, EXP_ABITS=(-e.n * e.x0).bit_length(),
                   EXP_QBITS=e.n.bit_length(), OUT_BITS=7, DIV_ABITS=e.bound().bit_length() + 9, HAS_MASK=True,
-                  I32=fast is not None, SCORE_RQ=SCORE_RQ, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn, T_PAD=t_pad)
+                  I32=fast is not None, SCORE_RQ=SCORE_RQ, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn, T_PAD=t_pad,
+                  NORM_SH=ops.NORM_SHIFT, CTX_SH=ops.NORM_SHIFT - ops.CTX_BITS)
     consts |= dict(zip(("DIV_M", "DIV_SH", "RS", "RBITS"), fast or (1, 0, 0, 0)))
+    consts |= dict(zip(("DEFERRED", "DIV_WIDE", "U_MUL", "U_SH"), dconsts))
     kernel = G._onepass_attention_kernel if one else G._attention_kernel
     return compile_sm90(kernel, consts, dict(q_ptr="*i8", k_ptr="*i8", v_ptr="*i8", out_ptr="*i8"), warps, stages)
 
@@ -109,7 +118,7 @@ def report(label: str, tile: str, r: dict, extra: str = "") -> None:
 def report_attention(fam: str, tile: tuple[int, ...]) -> None:
     """The three-sweep tile (BLOCK_M, BLOCK_N, warps, stages) at T_PAD 128 and 512, or the one-pass (VALUES, warps)
     at each T_PAD where it runs (BLOCK_M = min(64, VALUES // T_PAD) >= 16, as the launcher picks)."""
-    for label, scale in ATTENTION_PATHS:
+    for label, scale, deferred in ATTENTION_PATHS:
         for t_pad in (128, 512):
             if fam == "attention":
                 (bm, bn, warps, stages), name = tile, f"{tile[0]}x{tile[1]} warps {tile[2]} stages {tile[3]}"
@@ -118,7 +127,7 @@ def report_attention(fam: str, tile: tuple[int, ...]) -> None:
                 if bm < 16:
                     continue
                 name += f"{bm}x{t_pad} warps {warps}"
-            r = compile_attention(bm, bn, warps, stages, scale, t_pad, fam != "attention")
+            r = compile_attention(bm, bn, warps, stages, scale, t_pad, fam != "attention", deferred)
             report(f"{fam} {label} T_PAD {t_pad}", name, r,
                    f"  SASS {r['instructions']} ({r['looped']} looped), "
                    f"{per_score(r, bm, bn, warps, t_pad):.1f} a score")

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - older Triton
 
 from lowbit.intonly.dyadic import Dyadic, bits_for, qrange
 from lowbit.kernels._tl import sm_count
-from lowbit.intonly.ops import CTX_BITS, NORM_SHIFT
+from lowbit.intonly import ops
 from lowbit.kernels.intonly import (_floordiv, _gelu_value, _hi_word_rq, _normalize_rows, _ratio_i32, _requant,
                                     _row_reciprocal, _rows, _rq_value, _shift_exp, _shift_exp_i32, _weights_i32,
                                     channel_dyadic, deferred_i32, gelu_consts, gelu_i32, hi_word_modes, out_dtype,
@@ -391,8 +391,8 @@ def _deferred_weights(s, valid, mx, rq_b, rq_c, LO: tl.constexpr, HI: tl.constex
 def _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx, rq_b, rq_c, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, skt, svt, sob,
                     sot, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr, K: tl.constexpr,
                     HAS_MASK: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr, DIV_WIDE: tl.constexpr,
-                    U_MUL: tl.constexpr, U_SH: tl.constexpr, RQ: tl.constexpr, HEAD_D: tl.constexpr,
-                    BLOCK_N: tl.constexpr):
+                    U_MUL: tl.constexpr, U_SH: tl.constexpr, RQ: tl.constexpr, NORM_SH: tl.constexpr,
+                    CTX_SH: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_N: tl.constexpr):
     """The deferred attention's one sweep over the keys after the row maximum: weights, their row total (int32: at
     most 127 T) and weights·V, then the context divided by the total (_normalize_rows), requantized and stored."""
     total = tl.zeros((q.shape[0],), tl.int32)
@@ -404,7 +404,7 @@ def _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx, rq_b, rq_c, b_ptr, c_ptr, out
         total += tl.sum(u, 1)
         vb = tl.load(v_ptr + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T, other=0)
         acc = tl.dot(u.to(tl.int8), vb, acc, out_dtype=tl.int32)
-    _store_context(_normalize_rows(acc, total, NORM_SHIFT, NORM_SHIFT - CTX_BITS), b_ptr, c_ptr, out_ptr, z, h, rm,
+    _store_context(_normalize_rows(acc, total, NORM_SH, CTX_SH), b_ptr, c_ptr, out_ptr, z, h, rm,
                    rd, T, sob, sot, HEAD_D)
 
 
@@ -416,7 +416,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
                       DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr, DIV_M: tl.constexpr,
                       DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr, SCORE_RQ: tl.constexpr,
                       DEFERRED: tl.constexpr, DIV_WIDE: tl.constexpr, U_MUL: tl.constexpr, U_SH: tl.constexpr,
-                      HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                      NORM_SH: tl.constexpr, CTX_SH: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr):
     # grid (query blocks, heads, batch): no index division. Three sweeps over the keys, each recomputing the score
     # block on the tensor cores (64 MACs per score at head dim 64, against ~30 integer ops per score for the
     # requant and exponential): 1) the row maximum and minimum of the raw INT32 scores (requant and clamp are
@@ -448,7 +449,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
     if DEFERRED:
         _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx.to(tl.int32), rq_b, rq_c, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T,
                         skt, svt, sob, sot, LO, HI, X0, OUT_BITS, HAS_MASK, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH,
-                        SCORE_RQ, HEAD_D, BLOCK_N)
+                        SCORE_RQ, NORM_SH, CTX_SH, HEAD_D, BLOCK_N)
         return
     # 2) the row total (an exact integer sum: the order of the blocks does not matter)
     total = tl.zeros((BLOCK_M, 1), tl.int64)
@@ -481,8 +482,8 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
                               DIV_ABITS: tl.constexpr, HAS_MASK: tl.constexpr, I32: tl.constexpr,
                               DIV_M: tl.constexpr, DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr,
                               SCORE_RQ: tl.constexpr, DEFERRED: tl.constexpr, DIV_WIDE: tl.constexpr,
-                              U_MUL: tl.constexpr, U_SH: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                              T_PAD: tl.constexpr):
+                              U_MUL: tl.constexpr, U_SH: tl.constexpr, NORM_SH: tl.constexpr, CTX_SH: tl.constexpr,
+                              HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, T_PAD: tl.constexpr):
     # _attention_kernel for rows whose T_PAD keys fit in registers: the scores of the query block against all keys
     # from one tl.dot, requantized and exponentiated once and held (int32 on the int32 path) for the total and the
     # probabilities, then one P·V. The three sweeps recompute q·kᵀ three times and the requant + exponential twice.
@@ -504,7 +505,7 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
         u = _deferred_weights(s, valid, mx, rq_b, rq_c, LO, HI, X0, OUT_BITS, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH,
                               SCORE_RQ)
         acc = tl.dot(u.to(tl.int8), vb, out_dtype=tl.int32)
-        _store_context(_normalize_rows(acc, tl.sum(u, 1), NORM_SHIFT, NORM_SHIFT - CTX_BITS), b_ptr, c_ptr, out_ptr,
+        _store_context(_normalize_rows(acc, tl.sum(u, 1), NORM_SH, CTX_SH), b_ptr, c_ptr, out_ptr,
                        z, h, rm, rd, T, sob, sot, HEAD_D)
         return
     x = _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ)
@@ -558,6 +559,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
         fast, deferred = (dfr[0], dfr[1], 0, 0), (True, *dfr[2:])
     else:
         fast, deferred = shiftmax_i32(op, score_bits, t_pad), (False, False, 1, 0)
+    deferred += (ops.NORM_SHIFT, ops.NORM_SHIFT - ops.CTX_BITS)  # IntSoftmax.normalize's shifts
     values, one_warps = TILES["attention.one.long" if t_pad >= 512 else "attention.one"]
     one_m = min(64, values // t_pad)  # query rows of the one-pass kernel: BLOCK_M x T_PAD scores held
     args = (q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
