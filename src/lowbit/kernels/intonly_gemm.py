@@ -404,7 +404,7 @@ def _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx, rq_b, rq_c, b_ptr, c_ptr, out
         total += tl.sum(u, 1)
         vb = tl.load(v_ptr + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T, other=0)
         acc = tl.dot(u.to(tl.int8), vb, acc, out_dtype=tl.int32)
-    _store_context(_normalize_rows(acc, total, NORM_SH, CTX_SH), b_ptr, c_ptr, out_ptr, z, h, rm,
+    _store_context(_normalize_rows(acc, total, K, NORM_SH, CTX_SH), b_ptr, c_ptr, out_ptr, z, h, rm,
                    rd, T, sob, sot, HEAD_D)
 
 
@@ -500,12 +500,13 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
                             HAS_MASK)  # (BLOCK_M, T_PAD) INT32
     vb = tl.load(v_ptr + z * svb + h * svh + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T,
                  other=0)  # (T_PAD, HEAD_D) int8
-    if DEFERRED:
-        mx = tl.max(tl.where(valid, _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ).to(tl.int32), LO), 1)[:, None]
-        u = _deferred_weights(s, valid, mx, rq_b, rq_c, LO, HI, X0, OUT_BITS, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH,
-                              SCORE_RQ)
+    if DEFERRED:  # the scores requantized once, for the row maximum and the weights
+        x = _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ).to(tl.int32)
+        mx = tl.max(tl.where(valid, x, LO), 1)[:, None]
+        u = tl.where(valid, _weights_i32(tl.minimum(x - mx, 0), X0, OUT_BITS, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH),
+                     0)
         acc = tl.dot(u.to(tl.int8), vb, out_dtype=tl.int32)
-        _store_context(_normalize_rows(acc, tl.sum(u, 1), NORM_SH, CTX_SH), b_ptr, c_ptr, out_ptr,
+        _store_context(_normalize_rows(acc, tl.sum(u, 1), OUT_BITS, NORM_SH, CTX_SH), b_ptr, c_ptr, out_ptr,
                        z, h, rm, rd, T, sob, sot, HEAD_D)
         return
     x = _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ)
