@@ -20,15 +20,16 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lowbit.intonly.blocks import IntConfig
+from lowbit.intonly.blocks import IVIT_PAPER, IntConfig
 from lowbit.intonly.checker import check_integer_only
 from lowbit.intonly.dyadic import INT, SIM
 from lowbit.intonly.vit import build_int_vit
 
 CONFIGS = {
-    "I-ViT (per-tensor inputs, 8-bit scores)": IntConfig(smooth=None, score_bits=8),
+    "I-ViT (per-tensor inputs, 8-bit scores, normalised probabilities)": IVIT_PAPER,
     "I-BERT ops (i-exp, i-GELU)": IntConfig(softmax="poly", gelu="poly"),
-    "smoothed inputs, 16-bit scores": IntConfig(smooth="auto", score_bits=16),
+    "smoothed inputs, 16-bit scores, normalised probabilities": IntConfig(deferred_norm=False),
+    "the defaults (smoothed inputs, 16-bit scores, deferred normalisation)": IntConfig(),
 }
 
 
