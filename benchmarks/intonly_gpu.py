@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    metavar="BxT", help="with --sweep: also sweep the linear.large GEMM tile at this BERT size "
                    "(e.g. 32x384: M >= intonly_gemm.LARGE_M rows)")
     p.add_argument("--sweep-vit", metavar="FAMILIES",
-                   help="comma list of tile families to sweep on ViT-B/16 at the first batch (e.g. attention.one)")
+                   help="comma list of tile families to sweep on ViT-B/16 at the first batch (e.g. attention.one.mid)")
     p.add_argument("--sweep", action="store_true",
                    help="first choose the integer kernels' launch tiles (lowbit.kernels.intonly.TILES and the linears' "
                         "lowbit.kernels.intonly_gemm.TILES) by timing the whole BERT-base forward at the first batch "
@@ -252,6 +252,8 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
               # VALUES // T_PAD) query rows where >= 16 (at T_PAD 128 / 256 / 512: 2048 -> 16 / - / -, 4096 -> 32 /
               # 16 / -, 8192 -> 64 / 32 / 16); (0, 4) = off, the three sweeps everywhere
               "attention.one": [(0, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 4), (8192, 8)],
+              # the same at T_PAD 256 (ViT-B's 197 tokens; swept with --sweep-vit): 4096 -> 16 rows, 8192 -> 32
+              "attention.one.mid": [(0, 4), (4096, 4), (4096, 8), (8192, 4), (8192, 8)],
               # the same at T_PAD >= 512 (BERT 384 tokens; swept with --sweep-at): 8192 -> 16 rows, 16384 -> 32
               "attention.one.long": [(0, 4), (8192, 4), (8192, 8), (16384, 8)]}
 # launch variants of the linears, "launch:FAM" (swept only where named, e.g. in --sweep-at): (programs per SM of the
@@ -308,7 +310,8 @@ def sweep_tiles(im, x: dict, families=None) -> dict:
             [(intonly_gemm.TILES, *kv) for kv in GEMM_SWEEP.items()] + \
             [(_Launches(), "launch:" + f, o) for f, o in LAUNCH_SWEEP.items()]:
         if (fam not in families) if families else \
-                fam in ("linear.large", "linear.large.narrow", "attention.one.long") or ":" in fam:
+                fam in ("linear.large", "linear.large.narrow", "attention.one.mid", "attention.one.long") \
+                or ":" in fam:
             continue
         times = {}
         for opt in options:

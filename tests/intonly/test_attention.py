@@ -42,7 +42,8 @@ def variant(request, monkeypatch):
     """Each case once with the three sweeps and once with the one-pass kernel (checked to have run)."""
     from lowbit.kernels import intonly_gemm
 
-    monkeypatch.setitem(intonly_gemm.TILES, "attention.one", ONEPASS if request.param == "onepass" else (0, 4))
+    for fam in ("attention.one", "attention.one.mid"):  # T_PAD <= 128 and 256
+        monkeypatch.setitem(intonly_gemm.TILES, fam, ONEPASS if request.param == "onepass" else (0, 4))
     launches = _Launches(monkeypatch)
     yield request.param
     want = "_onepass_attention_kernel" if request.param == "onepass" else "_attention_kernel"
@@ -153,6 +154,18 @@ def test_onepass_kernel_at_500_keys(scale, deferred, monkeypatch):
     soft = IntSoftmax.build(s_in, "shift", 7, deferred=deferred)
     ref = _check(q, k, v, dyadic(m_s, 31), soft, 16, mask, _ctx_multiplier(g, 32, True, 500, soft))
     assert ref.abs().max() > 0 and launches.names == ["_onepass_attention_kernel"]
+
+
+def test_default_kernel_by_key_count(monkeypatch):
+    """With the default tiles: the one-pass kernel up to T_PAD 128 (BERT's 128 tokens), the sweeps at T_PAD 256
+    (ViT-B's 197 tokens, attention.one.mid off) and at 512 (BERT's 384: 4096 values leave 8 < 16 rows)."""
+    launches = _Launches(monkeypatch)
+    g = torch.Generator().manual_seed(3)
+    soft = IntSoftmax.build(0.05, "shift", 7, deferred=True)
+    for t in (100, 197, 300):
+        q, k, v = _heads(g, 1, 1, t, 32, fused=False)
+        _check(q, k, v, dyadic(2.0**-10, 31), soft, 16, None, _ctx_multiplier(g, 32, True, t, soft))
+    assert launches.names == ["_onepass_attention_kernel", "_attention_kernel", "_attention_kernel"]
 
 
 def test_fallbacks():

@@ -24,8 +24,8 @@ def test_attention_on_cuda_equals_int(b, h, t, deferred, kernel, monkeypatch):
     from lowbit.kernels import intonly_gemm
 
     one = (0, 4) if kernel == "sweeps" else (16384, 8)  # (0, 4): the one-pass kernel off
-    monkeypatch.setitem(intonly_gemm.TILES, "attention.one", one)
-    monkeypatch.setitem(intonly_gemm.TILES, "attention.one.long", one)
+    for fam in ("attention.one", "attention.one.mid", "attention.one.long"):
+        monkeypatch.setitem(intonly_gemm.TILES, fam, one)
     g = torch.Generator().manual_seed(t * 10 + h + b)
     z = torch.randint(-128, 128, (b, t, 3, h, 64), generator=g, dtype=torch.int8)  # the fused QKV output
     q, k, v = (z[:, :, j].transpose(1, 2) for j in range(3))

@@ -209,7 +209,12 @@ TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.nar
                                      "linear.small": (16, 64, 128, 4, 3), "linear.large": (64, 128, 128, 4, 4),
                                      "linear.large.narrow": (64, 128, 128, 4, 4),
                                      "linear.gelu": (64, 128, 128, 4, 4), "attention": (64, 32, 4, 3),
-                                     "attention.one": (4096, 4), "attention.one.long": (4096, 4)}
+                                     "attention.one": (4096, 4), "attention.one.mid": (0, 4),
+                                     "attention.one.long": (4096, 4)}
+# attention.one.mid: the one-pass attention at T_PAD 256 (ViT-B's 197 tokens), off: with the deferred normalisation
+# the two sweeps were faster there (benchmarks/intonly_gpu.py --models vit-b16 --sweep-vit attention.one, code
+# d39f38f: ViT-B 32 x 197 forward 4.430 ms off, 4.440 at (2048, 4), 4.518-4.637 one-pass; attention 0.76 vs 0.88 ms)
+# while BERT's 128 tokens keep it (32 x 128: 2.600-2.615 ms one-pass, 2.708 off).
 LARGE_M = 8192
 # Persistent launch by family: programs per SM (0 = one program per tile); see _linear_rq_kernel's PERSIST.
 # Operand loads through tensor descriptors (Hopper's copy engine, TMA) by family, where K and the strides are
@@ -561,7 +566,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
     else:
         fast, deferred = shiftmax_i32(op, score_bits, t_pad), (False, False, 1, 0)
     deferred += (ops.NORM_SHIFT, ops.NORM_SHIFT - ops.CTX_BITS)  # IntSoftmax.normalize's shifts
-    values, one_warps = TILES["attention.one.long" if t_pad >= 512 else "attention.one"]
+    values, one_warps = TILES["attention.one.long" if t_pad >= 512 else "attention.one.mid" if t_pad == 256
+                              else "attention.one"]
     one_m = min(64, values // t_pad)  # query rows of the one-pass kernel: BLOCK_M x T_PAD scores held
     args = (q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
             k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1), lo, hi,
