@@ -29,7 +29,7 @@ import lowbit.kernels.intonly as K
 from lowbit.bench.sass import compile_sm90 as compile_sm90_cubin
 
 KERNELS = ("_rq_kernel", "_shiftmax_kernel", "_shift_gelu_kernel", "_layernorm_kernel", "_embed_kernel")
-PTR = {torch.int64: "*i64", torch.int32: "*i32", torch.int8: "*i8"}
+PTR = {torch.int64: "*i64", torch.int32: "*i32", torch.int16: "*i16", torch.int8: "*i8"}
 
 
 def _Composed():

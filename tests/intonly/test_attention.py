@@ -168,6 +168,28 @@ def test_default_kernel_by_key_count(monkeypatch):
     assert launches.names == ["_onepass_attention_kernel", "_attention_kernel", "_attention_kernel"]
 
 
+def test_kernel_backend_without_the_fused_attention_equals_int(monkeypatch):
+    """Where the fused kernel declines (it returns None), the kernel backend composes the deferred attention from
+    its parts (the score requant kernel's int16 codes, the int8 batched GEMM) with INT's result."""
+    from lowbit.intonly.blocks import IntBertModel, IntConfig
+    from lowbit.kernels import intonly_gemm
+    from tiny_models import tiny_bert
+
+    g = torch.Generator().manual_seed(5)
+    calib = [{"input_ids": torch.randint(0, 120, (4, 16), generator=g)}]
+    ids = torch.randint(0, 120, (2, 21), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    im = IntBertModel(tiny_bert(), IntConfig()).calibrate(calib)
+    ops = [op for key, op in im.plan.items() if key.endswith("softmax")]
+    assert len(ops) == im.layers and all(op.deferred for op in ops)  # the default normalisation
+    monkeypatch.setattr(intonly_gemm, "attention", lambda *a, **kw: None)
+    args = (ids, mask, torch.zeros_like(ids))
+    h_k, s_k = im.integer_forward(im._backend("kernel"), *args)
+    h_int, s_int = im.integer_forward(INT, *args)
+    assert s_k == s_int and torch.equal(h_k.long(), h_int)
+
+
 def test_fallbacks():
     from lowbit.kernels.intonly_gemm import attention
 

@@ -182,6 +182,7 @@ class IntSoftmax:
     def weights(self, A, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(u, total): out_bits-bit weights relative to each row's maximum over the kept keys (0 for masked keys)
         and their row sums (0 only for a row without a kept key)."""
+        x = A.tensor(x)  # the backend's wide type: 16-bit codes (the kernel backend's int16) would overflow
         if mask is not None:
             x = torch.where(mask > 0, x, torch.full_like(x, -(1 << 40)))
         u = self.exp.weights(A, x - torch.amax(x, dim=-1, keepdim=True), self.out_bits)
