@@ -542,7 +542,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
         (B, T, H * d) int8 codes, or None outside the kernel (the caller composes the steps): d not a power of two
         in 32..128 (sm_90's int8 tl.dot wants K >= 32: d = 16 did not compile), bits != 8, prob bits > 7, a
         per-channel score multiplier, another mask shape, a deferred op without an int32 kernel
-        (intonly.deferred_i32). Nothing is read back from the device (the launch stays
+        (intonly.deferred_i32) or over 65536 keys. Nothing is read back from the device (the launch stays
         CUDA-graph capturable).
     """
     b, h, t, d = q.shape
@@ -560,7 +560,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
     t_pad = max(32, triton.next_power_of_2(t))  # int8 tl.dot wants K >= 32 on sm_90 (P·V over T_PAD keys)
     if op.deferred:
         dfr = deferred_i32(op, score_bits)
-        if dfr is None:
+        if dfr is None or t > 1 << 16:  # the int32 weight total and W·V (< 2^14 t) stay below 2^31
             return None
         fast, deferred = (dfr[0], dfr[1], 0, 0), (True, *dfr[2:])
     else:
