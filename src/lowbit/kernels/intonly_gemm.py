@@ -383,12 +383,10 @@ def _store_context(acc, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, sob, sot, HEAD_D
 
 
 @triton.jit
-def _deferred_weights(s, valid, mx, rq_b, rq_c, LO: tl.constexpr, HI: tl.constexpr, X0: tl.constexpr,
-                      K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr, DIV_WIDE: tl.constexpr,
-                      U_MUL: tl.constexpr, U_SH: tl.constexpr, RQ: tl.constexpr):
-    """int32 weights (ops.IntSoftmax.weights) of a block of INT32 scores s against the int32 row maxima mx of the
-    requantized scores; 0 for keys that do not count."""
-    x = _rq_scores(s, rq_b, rq_c, LO, HI, RQ).to(tl.int32)
+def _deferred_weights(x, valid, mx, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr,
+                      DIV_WIDE: tl.constexpr, U_MUL: tl.constexpr, U_SH: tl.constexpr):
+    """int32 weights (ops.IntSoftmax.weights) of a block of int32 requantized scores x against their rows' maxima mx;
+    0 for keys that do not count."""
     return tl.where(valid, _weights_i32(tl.minimum(x - mx, 0), X0, K, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH), 0)
 
 
@@ -405,7 +403,8 @@ def _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx, rq_b, rq_c, b_ptr, c_ptr, out
     for n0 in range(0, T, BLOCK_N):
         rn = n0 + tl.arange(0, BLOCK_N)
         s, valid = _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK)
-        u = _deferred_weights(s, valid, mx, rq_b, rq_c, LO, HI, X0, K, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH, RQ)
+        u = _deferred_weights(_rq_scores(s, rq_b, rq_c, LO, HI, RQ).to(tl.int32), valid, mx, X0, K, DIV_M, DIV_SH,
+                              DIV_WIDE, U_MUL, U_SH)
         total += tl.sum(u, 1)
         vb = tl.load(v_ptr + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T, other=0)
         acc = tl.dot(u.to(tl.int8), vb, acc, out_dtype=tl.int32)
@@ -508,8 +507,7 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
     if DEFERRED:  # the scores requantized once, for the row maximum and the weights
         x = _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ).to(tl.int32)
         mx = tl.max(tl.where(valid, x, LO), 1)[:, None]
-        u = tl.where(valid, _weights_i32(tl.minimum(x - mx, 0), X0, OUT_BITS, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH),
-                     0)
+        u = _deferred_weights(x, valid, mx, X0, OUT_BITS, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH)
         acc = tl.dot(u.to(tl.int8), vb, out_dtype=tl.int32)
         _store_context(_normalize_rows(acc, tl.sum(u, 1), OUT_BITS, NORM_SH, CTX_SH), b_ptr, c_ptr, out_ptr,
                        z, h, rm, rd, T, sob, sot, HEAD_D)
