@@ -2,7 +2,8 @@
 
 Inputs: Gaussian values of standard deviation `spread` (real units), quantized symmetrically to `bits` with the
 scale that covers ±4 spread (what a max calibration of such a tensor gives). Softmax rows of 64 keys; errors in
-probability units; attention contexts (softmax times N(0, 1) values) over 64 and 384 keys, both normalisations. GELU errors in real output units. I-LayerNorm errors of the normalised output (unit variance).
+probability units; attention contexts (softmax times N(0, 1) values) over 64 and 384 keys, both normalisations.
+GELU errors in real output units. I-LayerNorm errors of the normalised output (unit variance).
 Each op runs on the integer backend (and equals its float64 twin: tests/intonly).
 
     .venv/bin/python benchmarks/intonly_ops.py

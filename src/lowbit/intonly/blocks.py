@@ -70,8 +70,8 @@ class IntConfig:
     The defaults (smooth="auto", 16-bit scores) are the most accurate setting measured: MiniLM embedding cosine
     0.9941 vs 0.9789 with the I-ViT paper's per-tensor int8 inputs and 8-bit scores (:data:`IVIT_PAPER`), 500
     held-out sentences (BENCHMARKS.md, issue-7 section); with the deferred normalisation 0.9940 there, and 0.99394
-    vs 0.99398 normalised on all 2000 (the GPU attention is then 1.8x faster at 384 tokens). They need a float model (the graph quantizes the
-    weights); for a lowbit-quantized (e.g. QAT) model use ``IVIT_PAPER``.
+    vs 0.99398 normalised on all 2000 (the GPU attention is then 1.8x faster at 384 tokens). They need a float
+    model (the graph quantizes the weights); for a lowbit-quantized (e.g. QAT) model use ``IVIT_PAPER``.
     """
 
     softmax: str = "shift"
