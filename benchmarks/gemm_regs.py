@@ -80,22 +80,11 @@ ATTENTION_PATHS = (("int32 Shiftmax", 0.05, False), ("int64 Shiftmax", 1e-5, Fal
 def compile_attention(bm: int, bn: int, warps: int, stages: int, scale: float, t_pad: int, one: bool,
                       deferred: bool = False) -> dict:
     """The three-sweep kernel (bn keys a step), or with ``one`` the one-pass kernel (bm x t_pad scores held)."""
-    from lowbit.intonly import ops
-    from lowbit.kernels.intonly import deferred_i32, shiftmax_i32
+    from lowbit.intonly.ops import IntSoftmax
 
-    op, score_bits = ops.IntSoftmax.build(scale, "shift", 7, deferred=deferred), 16
-    e = op.exp
-    if deferred:
-        dfr = deferred_i32(op, score_bits)
-        fast, dconsts = (*dfr[:2], 0, 0), (True, *dfr[2:])
-    else:
-        fast, dconsts = shiftmax_i32(op, score_bits, t_pad), (False, False, 1, 0)
-    consts = dict(LO=-(1 << 15), HI=(1 << 15) - 1, X0=e.x0, N=e.n, EXP_ABITS=(-e.n * e.x0).bit_length(),
-                  EXP_QBITS=e.n.bit_length(), OUT_BITS=7, DIV_ABITS=e.bound().bit_length() + 9, HAS_MASK=True,
-                  I32=fast is not None, SCORE_RQ=SCORE_RQ, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn, T_PAD=t_pad,
-                  NORM_SH=ops.NORM_SHIFT, CTX_SH=ops.NORM_SHIFT - ops.CTX_BITS)
-    consts |= dict(zip(("DIV_M", "DIV_SH", "RS", "RBITS"), fast or (1, 0, 0, 0)))
-    consts |= dict(zip(("DEFERRED", "DIV_WIDE", "U_MUL", "U_SH"), dconsts))
+    op = IntSoftmax.build(scale, "shift", 7, deferred=deferred)
+    consts = G.softmax_consts(op, 16, t_pad) | dict(LO=-(1 << 15), HI=(1 << 15) - 1, HAS_MASK=True,
+                                                     SCORE_RQ=SCORE_RQ, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn, T_PAD=t_pad)
     kernel = G._onepass_attention_kernel if one else G._attention_kernel
     return compile_sm90(kernel, consts, dict(q_ptr="*i8", k_ptr="*i8", v_ptr="*i8", out_ptr="*i8"), warps, stages)
 

@@ -439,7 +439,8 @@ class IntEncoder(nn.Module):
             real = self._rq(A, p + "scores", scores, s_scores, score_in_bits, c.score_bits) * self.scales[p + "scores"]
             probs = torch.softmax(real if mask is None else real.masked_fill(mask == 0, -math.inf), -1)
             ctx = A.matmul(probs / softmax.out_scale, heads["v"])
-            ctx_scale, ctx_bits = softmax.out_scale, bits_for(self.max_tokens * 2 ** (c.prob_bits + 7))
+            probs_op = replace(softmax, deferred=False)
+            ctx_scale, ctx_bits = probs_op.ctx_scale, probs_op.ctx_bits(self.max_tokens)
         elif softmax.deferred or self._float_rq(p + "scores"):
             ctx = softmax.context(A, self._rq(A, p + "scores", scores, s_scores, score_in_bits, c.score_bits),
                                   heads["v"], mask)

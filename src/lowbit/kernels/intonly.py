@@ -126,26 +126,12 @@ def _weights_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_
 
 
 @triton.jit
-def _recip_i32(t, K: tl.constexpr, NS: tl.constexpr):
-    """floor(2^NS / t) for int32 2^(K-1) < t < 2^30 with a quotient below 2^31 (NS - K + 1 <= 31), by restoring
-    division on 32 bits: the dividend 2^NS is one bit and NS zeros, and its first K steps only shift the remainder
-    (2^j < t for j < K), so the remainder starts at 2^(K-1) and NS - K + 1 steps remain, each a shift, a compare,
-    a select and the quotient bit; the remainder stays below 2t."""
-    r = tl.full(t.shape, 1 << (K - 1), tl.int32)
-    q = tl.zeros(t.shape, tl.int32)
-    for _ in tl.static_range(NS - K + 1):
-        r = r << 1
-        ge = r >= t
-        r = tl.where(ge, r - t, r)
-        q = (q << 1) | ge.to(tl.int32)
-    return q
-
-
-@triton.jit
 def _normalize_rows(acc, total, K: tl.constexpr, NS: tl.constexpr, SH: tl.constexpr):
-    """ops.IntSoftmax.normalize of the int32 context acc (rows, d) by its rows' int32 weight totals: R =
-    floor(2^NS / max(total, 2^K - 1)) (_recip_i32, one a row), then (acc R + 2^(SH-1)) >> SH (int64)."""
-    r = _recip_i32(tl.maximum(total, (1 << K) - 1), K, NS)
+    """ops.IntSoftmax.normalize of the int32 context acc (rows, d) by its rows' int32 weight totals (< 2^29): R =
+    floor(2^NS / t), t = max(total, 2^K - 1), one a row, by _quot_nr: 2^NS = 2^(K-1) 2^(NS-K+1) with remainder
+    2^(K-1) < t and NS - K + 1 (<= 31) zero bits below it; then (acc R + 2^(SH-1)) >> SH (int64)."""
+    t = tl.maximum(total, (1 << K) - 1)
+    r = _quot_nr(t * 0 + (1 << (K - 1)), t * 0, t, NS - K + 1)
     return (acc.to(tl.int64) * r[:, None] + (1 << (SH - 1))) >> SH
 
 

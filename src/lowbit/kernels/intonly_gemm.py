@@ -526,6 +526,26 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
     _store_context(acc, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T, sob, sot, HEAD_D)
 
 
+def softmax_consts(op, score_bits: int, t_pad: int) -> dict | None:
+    """The attention kernels' constexprs of the softmax ``op`` (an ops.IntSoftmax with a ShiftExp), by name: the
+    shift exponential's, the int32 Shiftmax path's (shiftmax_i32; the int64 path where it is None) or the deferred
+    weights' (intonly.deferred_i32) and ops.IntSoftmax.normalize's shifts. None: a deferred op without an int32
+    kernel."""
+    e = op.exp
+    if op.deferred:
+        dfr = deferred_i32(op, score_bits)
+        if dfr is None:
+            return None
+        fast, deferred = (*dfr[:2], 0, 0), (True, *dfr[2:])
+    else:
+        fast, deferred = shiftmax_i32(op, score_bits, t_pad), (False, False, 1, 0)
+    return dict(X0=e.x0, N=e.n, EXP_ABITS=bits_for(-e.n * e.x0), EXP_QBITS=bits_for(e.n), OUT_BITS=op.out_bits,
+                DIV_ABITS=bits_for(e.bound()) + op.out_bits + 2, I32=fast is not None,
+                **dict(zip(("DIV_M", "DIV_SH", "RS", "RBITS"), fast or (1, 0, 0, 0))),
+                **dict(zip(("DEFERRED", "DIV_WIDE", "U_MUL", "U_SH"), deferred)),
+                NORM_SH=ops.NORM_SHIFT, CTX_SH=ops.NORM_SHIFT - ops.CTX_BITS)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadic, op, score_bits: int,
               mask: torch.Tensor | None, m_ctx: Dyadic, bits: int) -> torch.Tensor | None:
     """``IntArith.attention`` as one kernel: scores q·kᵀ requantized by m_scores to score_bits, the Shiftmax ``op``
@@ -553,29 +573,22 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
     rq = torch.stack([m_scores.b.reshape(()), m_scores.c.reshape(())]).to(device=q.device, dtype=torch.int64)
     keys = mask.reshape(b, t) if mask is not None else rq[None]
     out = torch.empty((b, t, h * d), dtype=torch.int8, device=q.device)
-    e = op.exp
     lo, hi = qrange(score_bits)
     t_pad = max(32, triton.next_power_of_2(t))  # int8 tl.dot wants K >= 32 on sm_90 (P·V over T_PAD keys)
-    if op.deferred:
-        dfr = deferred_i32(op, score_bits)
-        if dfr is None or t > 1 << 16:  # the int32 weight total and W·V (< 2^14 t) stay below 2^31
-            return None
-        fast, deferred = (dfr[0], dfr[1], 0, 0), (True, *dfr[2:])
-    else:
-        fast, deferred = shiftmax_i32(op, score_bits, t_pad), (False, False, 1, 0)
-    deferred += (ops.NORM_SHIFT, ops.NORM_SHIFT - ops.CTX_BITS)  # IntSoftmax.normalize's shifts
+    consts = softmax_consts(op, score_bits, t_pad)
+    if consts is None or (op.deferred and t > 1 << 16):  # deferred: int32 weight total and W·V (< 2^14 t)
+        return None
     values, one_warps = TILES["attention.one.long" if t_pad >= 512 else "attention.one.mid" if t_pad == 256
                               else "attention.one"]
     one_m = min(64, values // t_pad)  # query rows of the one-pass kernel: BLOCK_M x T_PAD scores held
     args = (q, k, v, keys, rq, bc[0], bc[1], out, t, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-            k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1), lo, hi,
-            e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), op.out_bits, bits_for(e.bound()) + op.out_bits + 2,
-            mask is not None, fast is not None, *(fast or (1, 0, 0, 0)), hi_word_modes(m_scores, None, None)[0],
-            *deferred, d)
+            k.stride(2), v.stride(0), v.stride(1), v.stride(2), keys.stride(0), out.stride(0), out.stride(1))
+    consts |= dict(LO=lo, HI=hi, HAS_MASK=mask is not None, SCORE_RQ=hi_word_modes(m_scores, None, None)[0], HEAD_D=d)
     if one_m >= 16:  # tl.dot wants 16 rows at least
-        _onepass_attention_kernel[(triton.cdiv(t, one_m), h, b)](*args, one_m, t_pad, num_warps=one_warps,
-                                                                 num_stages=1)
+        _onepass_attention_kernel[(triton.cdiv(t, one_m), h, b)](*args, **consts, BLOCK_M=one_m, T_PAD=t_pad,
+                                                                 num_warps=one_warps, num_stages=1)
     else:
         bm, bn, warps, stages = TILES["attention"]
-        _attention_kernel[(triton.cdiv(t, bm), h, b)](*args, bm, bn, num_warps=warps, num_stages=stages)
+        _attention_kernel[(triton.cdiv(t, bm), h, b)](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+                                                      num_stages=stages)
     return out
