@@ -84,9 +84,11 @@ def compile_attention(bm: int, bn: int, warps: int, stages: int, scale: float, t
 
     op = IntSoftmax.build(scale, "shift", 7, deferred=deferred)
     consts = G.softmax_consts(op, 16, t_pad) | dict(LO=-(1 << 15), HI=(1 << 15) - 1, HAS_MASK=True,
-                                                     SCORE_RQ=SCORE_RQ, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn, T_PAD=t_pad)
+                                                     SCORE_RQ=SCORE_RQ, HEAD_D=64, BLOCK_M=bm, BLOCK_N=bn, T_PAD=t_pad,
+                                                     NONNEG=True)  # calibrated scores: b > 0, known on the host
     kernel = G._onepass_attention_kernel if one else G._attention_kernel
-    return compile_sm90(kernel, consts, dict(q_ptr="*i8", k_ptr="*i8", v_ptr="*i8", out_ptr="*i8"), warps, stages)
+    return compile_sm90(kernel, consts, dict(q_ptr="*i8", k_ptr="*i8", v_ptr="*i8", out_ptr="*i8", mask_ptr="*i8"),
+                        warps, stages)
 
 
 def configs(sweep: bool) -> list[tuple[str, tuple[int, ...]]]:

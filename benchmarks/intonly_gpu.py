@@ -223,7 +223,8 @@ def run_size(name, fp16, im, x, args) -> dict:
 # (lowbit.kernels.intonly._layernorm_kernel), so more rows a warp amortize it, and stages 3 pipeline the column
 # loads; `kernel_regs.py --sweep` prints each one's SASS as launched (at 4096 rows, up to 16 rows a program stay)
 SWEEP = {"layernorm": [(8, 128, 4, 1), (8, 128, 4, 3), (16, 64, 4, 1), (16, 64, 4, 3), (16, 64, 2, 3), (8, 64, 2, 3),
-                       (16, 32, 2, 3), (16, 128, 8, 3)],
+                       (16, 32, 2, 3), (16, 128, 8, 3), (16, 128, 4, 1), (32, 64, 4, 1), (32, 32, 4, 1),
+                       (32, 128, 8, 1)],
          "requant": [(1024, 4), (512, 4), (2048, 8), (1024, 8), (512, 2)],
          "gelu": [(512, 4), (1024, 8), (256, 2), (1024, 4), (512, 8)],
          "shiftmax": [(2048, 4), (1024, 4), (4096, 8), (512, 2), (2048, 8)]}
@@ -242,6 +243,9 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
               # FC1 with the GELU in its epilogue (registers: lowbit.kernels.intonly_gemm's TILES comment)
               "linear.gelu": [(64, 64, 128, 4, 4), (64, 64, 128, 4, 3), (128, 64, 128, 8, 3), (64, 32, 128, 4, 4),
                               (64, 128, 128, 4, 4)],
+              # the same at M >= LARGE_M (--sweep-at 32x384:linear.gelu.large); (0, 0, 0, 0, 0): GELU kernel apart
+              "linear.gelu.large": [(64, 128, 128, 4, 4), (128, 64, 128, 8, 3), (64, 64, 128, 4, 4),
+                                    (128, 128, 128, 8, 3), (0, 0, 0, 0, 0)],
               # the fused attention: (BLOCK_M queries, BLOCK_N keys, warps, stages)
               # (the three-sweep kernel runs only where the one-pass one does not: BERT at 384 tokens; sweep it there,
               # --sweep-at 32x384:attention)
@@ -260,7 +264,8 @@ GEMM_SWEEP = {"linear": [(128, 128, 128, 8, 3), (128, 128, 128, 8, 4), (128, 128
 # persistent launch, intonly_gemm.PERSIST, 0 = a program per tile; operands through tensor descriptors,
 # intonly_gemm.TMA)
 LAUNCH_SWEEP = {f: [(0, False), (0, True), (1, True), (2, True)]
-                for f in ("linear", "linear.narrow", "linear.large", "linear.large.narrow", "linear.gelu")}
+                for f in ("linear", "linear.narrow", "linear.large", "linear.large.narrow", "linear.gelu",
+                          "linear.gelu.large")}
 
 
 class _Launches:
@@ -310,7 +315,8 @@ def sweep_tiles(im, x: dict, families=None) -> dict:
             [(intonly_gemm.TILES, *kv) for kv in GEMM_SWEEP.items()] + \
             [(_Launches(), "launch:" + f, o) for f, o in LAUNCH_SWEEP.items()]:
         if (fam not in families) if families else \
-                fam in ("linear.large", "linear.large.narrow", "attention.one.mid", "attention.one.long") \
+                fam in ("linear.large", "linear.large.narrow", "linear.gelu.large", "attention.one.mid",
+                        "attention.one.long") \
                 or ":" in fam:
             continue
         times = {}

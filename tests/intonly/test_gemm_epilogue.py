@@ -197,3 +197,30 @@ def test_the_persistent_and_descriptor_launches_equal_the_reference(monkeypatch,
         out = G.linear_rq(x, w, lin_bias, m16, 16, gelu=(op, m3, 8))
         assert torch.equal(out.long(), INT.gelu_rq(op, _reference(x, w, lin_bias, m16, 16), m3, 8))
         assert out.unique().numel() > 1
+
+
+@pytest.mark.parametrize("tile", [(64, 64, 128, 4, 3), (0, 0, 0, 0, 0)])
+def test_fc1_gelu_at_many_rows_fused_or_apart(monkeypatch, tile):
+    """linear.gelu.large (M >= LARGE_M rows, lowered here): with a tile, FC1 + GELU in one GEMM equal to the
+    reference; with (0, ...) linear_rq declines (None) and the kernel backend's linear_gelu_rq runs FC1 and the
+    ShiftGELU kernel apart, with the same codes."""
+    from lowbit.intonly.backend import KernelArith
+    from lowbit.intonly.ops import ShiftGELU
+    from lowbit.kernels import intonly_gemm as G
+
+    monkeypatch.setattr(G, "LARGE_M", 300)
+    monkeypatch.setitem(G.TILES, "linear.gelu.large", tile)
+    g = torch.Generator().manual_seed(11)
+    x, w = _codes(g, 300, 72), _codes(g, 70, 72)
+    lin_bias = torch.randint(-2**20, 2**20, (70,), generator=g)
+    m = _multiplier(g, 70, True, 2.0**-(bits_of(72) - 14), in_bits=bits_of(72) + 1)
+    op = ShiftGELU.build(2e-3, 8, 23)
+    m3 = _multiplier(g, 70, True, 2.0**-11, in_bits=24)
+    m3 = Dyadic(m3.b, m3.c, z_bits=24)
+    want = INT.gelu_rq(op, _reference(x, w, lin_bias, m, 16), m3, 8)
+    out = G.linear_rq(x, w, lin_bias, m, 16, gelu=(op, m3, 8))
+    assert (out is None) == (tile[0] == 0)
+    if out is not None:
+        assert torch.equal(out.long(), want)
+    got = KernelArith().linear_gelu_rq(x, w, lin_bias, m, 16, op, m3, 8)
+    assert torch.equal(got.long(), want) and want.unique().numel() > 1

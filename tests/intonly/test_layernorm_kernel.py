@@ -215,3 +215,41 @@ def test_ln_chain_bits():
     ln = LayerNormInt(768, 24)
     m, bias = ln.affine(torch.ones(768, dtype=torch.float64), torch.zeros(768, dtype=torch.float64), 1e-3)
     assert layernorm(torch.zeros(2, 768, dtype=torch.int32), ln, m, bias, 16) is None
+
+
+@pytest.mark.parametrize("zero_gamma", [False, True])
+def test_layernorm_narrow_and_int64_requant_paths(dev, monkeypatch, zero_gamma):
+    """The affine requant on 32-bit products (every shift c >= 33, Dyadic.c_low, a host fact) and on int64 (a
+    multiplier whose host facts do not say so), both bit-exact; a zero gamma gives that channel b = 0 with c = 1 and
+    a bias at that shift, which the host fact c_low sees (int64 path)."""
+    from dataclasses import replace
+
+    from lowbit.kernels import intonly
+
+    monkeypatch.setattr(intonly, "LN_FILL_PROGRAMS", 1)
+    seen = []
+    kernel = intonly._layernorm_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                seen.append(args[kernel.arg_names.index("NARROW")])
+                return kernel[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(intonly, "_layernorm_kernel", Spy())
+    c = 768
+    x = _rows(37, c, 16, dev)
+    ln = LayerNormInt(c, 16, 10)
+    g = torch.Generator().manual_seed(5)
+    gamma, beta = torch.rand(c, dtype=torch.float64, generator=g) + 0.1, torch.randn(c, dtype=torch.float64,
+                                                                                     generator=g)
+    if zero_gamma:
+        gamma[3] = 0.0
+    m, bias = ln.affine(gamma, beta, 5.0 / 2**15, mantissa_bits(31))
+    assert (m.c_low >= 33) != zero_gamma
+    want = INT.layernorm(ln, x.long(), m, bias.to(x.device), 16)
+    for mm in (m, replace(m, c_low=32)):
+        out = intonly.layernorm(x, ln, mm, bias, 16)
+        assert torch.equal(out.long(), want)
+    assert seen == [not zero_gamma, False]

@@ -74,6 +74,10 @@ class KernelArith(IntArith):
         out = self.k.requant(*terms[0], bits, term2=terms[1], lin_bias=bias0) if len(terms) == 2 else None
         return out if out is not None else INT.rq_sum([(z.long(), m) for z, m in terms], bits, bias0)
 
+    def key_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        # int8 (kept: > 0): the attention kernels test one byte a key instead of an int64 (two compares on sm_90)
+        return (mask > 0).to(torch.int8)
+
     def softmax(self, op, z: torch.Tensor, m: Dyadic, bits: int, mask: torch.Tensor | None) -> torch.Tensor:
         out = self.k.shiftmax(z, m, bits, op, mask) if isinstance(op.exp, ShiftExp) and z.dim() == 4 else None
         return out if out is not None else INT.softmax(op, z.long(), m, bits, mask)

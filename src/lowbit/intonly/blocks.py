@@ -510,7 +510,7 @@ class IntBertModel(IntEncoder):
         # each LayerNorm also makes the next linear's int8 input where it can (_layernorm_in: x_in)
         h, s_h, x_in = self._embed(A, input_ids, token_type_ids)
         mask = attention_mask[:, None, None, :].to(torch.int64)  # (B, 1, 1, T) keys
-        mask = A.tensor(mask)
+        mask = A.key_mask(mask)
         for i in range(self.layers):
             p = f"layer{i}."
             a = self._attention(A, p, h, s_h, mask, x_in)
@@ -606,7 +606,7 @@ def _map_ints(v, fn):
     if isinstance(v, torch.Tensor):
         return v if v.is_floating_point() else fn(v)
     if isinstance(v, Dyadic):
-        return Dyadic(fn(v.b), fn(v.c), v.c_min, v.z_bits)
+        return replace(v, b=fn(v.b), c=fn(v.c))
     if isinstance(v, tuple):
         return tuple(_map_ints(x, fn) for x in v)
     return v

@@ -18,7 +18,7 @@ object ``A`` and runs on either backend:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -46,19 +46,30 @@ class Dyadic:
     # |z| < 2^z_bits for every z the graph multiplies by this multiplier (its plan's bound, e.g. K 2^14 + max |bias|
     # for a linear's product plus its INT32 bias), or None: lets a kernel pre-shift z on 32 bits where c < 33
     z_bits: int | None = field(default=None, compare=False)
+    # the smallest mantissa b, known on the host as c_min is (None where unknown): b_min >= 0 tells a kernel that
+    # the multiplier is nondecreasing (the attention's score requant, lowbit.kernels.intonly_gemm.attention)
+    b_min: int | None = field(default=None, compare=False)
+    # the smallest shift c over all channels, zero multipliers included (I-LayerNorm's affine requant adds a bias at
+    # shift precision, so a zero-b channel's c still matters there), known on the host as c_min is
+    c_low: int | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        if self.c_min is None and self.b.device.type == "cpu" and self.c.device.type == "cpu":
-            b, c = torch.broadcast_tensors(self.b, self.c)
-            c = c[b != 0]
-            object.__setattr__(self, "c_min", int(c.min()) if c.numel() else 64)
+        if self.b.device.type == "cpu" and self.c.device.type == "cpu":
+            if self.c_min is None:
+                b, c = torch.broadcast_tensors(self.b, self.c)
+                c = c[b != 0]
+                object.__setattr__(self, "c_min", int(c.min()) if c.numel() else 64)
+            if self.b_min is None:
+                object.__setattr__(self, "b_min", int(self.b.min()) if self.b.numel() else 0)
+            if self.c_low is None:
+                object.__setattr__(self, "c_low", int(self.c.min()) if self.c.numel() else 64)
 
     def value(self) -> torch.Tensor:
         """float64 value (for reports and tests, never in the data path)."""
         return self.b.double() * torch.pow(2.0, -self.c.double())
 
     def to(self, device) -> "Dyadic":
-        return Dyadic(self.b.to(device), self.c.to(device), self.c_min, self.z_bits)
+        return replace(self, b=self.b.to(device), c=self.c.to(device))
 
 
 def dyadic(x, bits: int = 31) -> Dyadic:
@@ -114,6 +125,10 @@ class _Composite:
     # True: the graph hands linear outputs over without their INT32 bias, and the consumer's requantization
     # (rq_linear / rq_sum's bias0) adds it; the result is the same integer either way.
     fuses_bias = False
+
+    def key_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The (B, 1, 1, T) 0/1 key mask as the backend's attention steps read it."""
+        return self.tensor(mask)
 
     def rq(self, z: torch.Tensor, m: Dyadic, bias: torch.Tensor | None, bits: int) -> torch.Tensor:
         """requant, clamped to a signed bits-bit code."""

@@ -22,6 +22,7 @@ per-row Newton chain is int32 non-restoring division, with quotient bits from a 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import triton
@@ -368,7 +369,7 @@ def _quot_nr(r, t, k, STEPS: tl.constexpr):
 
 @triton.jit
 def _ln_factor(var, QBITS: tl.constexpr, RBITS: tl.constexpr, ITERATIONS: tl.constexpr):
-    """floor((2^31 - 1) / k), k the integer Newton square root of the int64 var (LayerNormInt.core), in int32 under
+    """int32 floor((2^31 - 1) / k), k the integer Newton square root of the int64 var (LayerNormInt.core), in int32 under
     ln_chain_bits' bounds: from k = 2^16, the first step a shift, then ITERATIONS - 1 quotients floor(var / k) of
     QBITS bits, var split once into its bits above QBITS (< k) and below; the reciprocal has RBITS bits. var = 0
     (y = 0, so any factor gives the reference's output) may halve k to 0, where the quotient is all ones."""
@@ -380,7 +381,7 @@ def _ln_factor(var, QBITS: tl.constexpr, RBITS: tl.constexpr, ITERATIONS: tl.con
         k = (k + _quot_nr(hi, lo, k, QBITS)) >> 1
         i += 1
     one = k * 0 + 1  # 2^31 - 1: its bits above RBITS, then RBITS ones on top
-    return _quot_nr(one * ((1 << (31 - RBITS)) - 1), one * -(1 << (32 - RBITS)), k, RBITS).to(tl.int64)
+    return _quot_nr(one * ((1 << (31 - RBITS)) - 1), one * -(1 << (32 - RBITS)), k, RBITS)
 
 
 @triton.jit
@@ -390,18 +391,36 @@ def _ln_load(x_ptr, rows, rok, cols, C, stride_x):
 
 @triton.jit
 def _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, b2_ptr, c2_ptr, out2_ptr,
-              stride_out2, LO: tl.constexpr, HI: tl.constexpr, KEEP: tl.constexpr, RQ: tl.constexpr):
+              stride_out2, LO: tl.constexpr, HI: tl.constexpr, KEEP: tl.constexpr, RQ: tl.constexpr,
+              NARROW: tl.constexpr, RQ_MODE: tl.constexpr):
     """The affine requant of y = x - mean: ((y factor) >> 1) (unit variance times 2^30 / sqrt(C)) * b + bias,
     stored where KEEP; with RQ also those codes requantized by (b2, c2) per channel to int8 (IntArith.rq, the next
-    linear's input) into out2, so that no pass reads the LayerNorm's output back for it."""
+    linear's input) into out2, so that no pass reads the LayerNorm's output back for it.
+    NARROW (every shift c >= 33, a host fact: ln_narrow): y and factor int32, and y factor fits int32, since
+    |y| <= isqrt(var) <= k (var is a sum of squares that holds y^2; Newton from above keeps k >= isqrt(var)), so
+    |y factor| <= k floor((2^31 - 1) / k); then core b + bias is one 32 x 32 -> 64-bit multiply-add (|core| < 2^30,
+    |b| < 2^31, |bias| < 2^51) whose high word is rounded and shifted on 32 bits (_hi_word_rq). RQ_MODE > 0: the
+    int8 requant of the 16-bit codes on 32 bits as well (hi_word_modes); 0: int64."""
     cok = cols < C
-    core = (y * factor) >> 1
-    acc = core * tl.load(b_ptr + cols, mask=cok, other=0) + tl.load(bias_ptr + cols, mask=cok, other=0)
-    v = tl.minimum(tl.maximum(_requant(acc, tl.load(c_ptr + cols, mask=cok, other=1)), LO), HI)
+    if NARROW:
+        core = (y * factor) >> 1
+        b = tl.load(b_ptr + cols, mask=cok, other=0).to(tl.int32)
+        acc = core.to(tl.int64) * b + tl.load(bias_ptr + cols, mask=cok, other=0)
+        v = _hi_word_rq(acc, tl.load(c_ptr + cols, mask=cok, other=33).to(tl.int32))
+    else:
+        core = (y.to(tl.int64) * factor) >> 1
+        acc = core * tl.load(b_ptr + cols, mask=cok, other=0) + tl.load(bias_ptr + cols, mask=cok, other=0)
+        v = _requant(acc, tl.load(c_ptr + cols, mask=cok, other=1))
+    v = tl.minimum(tl.maximum(v, LO), HI)
     if KEEP:
         tl.store(out_ptr + rows * stride_out + cols, v.to(out_ptr.dtype.element_ty), mask=rok & cok)
     if RQ:
-        v2 = _requant(v * tl.load(b2_ptr + cols, mask=cok, other=0), tl.load(c2_ptr + cols, mask=cok, other=1))
+        if RQ_MODE > 0:
+            b2 = tl.load(b2_ptr + cols, mask=cok, other=0).to(tl.int32)
+            v2 = _hi_word_term(v.to(tl.int32), b2, c2_ptr, cols, cok, b2_ptr, False, RQ_MODE)
+        else:
+            v2 = _requant(v.to(tl.int64) * tl.load(b2_ptr + cols, mask=cok, other=0),
+                          tl.load(c2_ptr + cols, mask=cok, other=1))
         tl.store(out2_ptr + rows * stride_out2 + cols, tl.minimum(tl.maximum(v2, -128), 127).to(tl.int8),
                  mask=rok & cok)
 
@@ -411,7 +430,8 @@ def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, b2_ptr, c2_ptr, ou
                       stride_out2, LO: tl.constexpr, HI: tl.constexpr, SBITS: tl.constexpr, QBITS: tl.constexpr,
                       RBITS: tl.constexpr, ITERATIONS: tl.constexpr, MEAN_M: tl.constexpr, MEAN_SH: tl.constexpr,
                       MEAN_K: tl.constexpr, ONE_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
-                      STAGES: tl.constexpr, KEEP: tl.constexpr, RQ: tl.constexpr):
+                      STAGES: tl.constexpr, KEEP: tl.constexpr, RQ: tl.constexpr, NARROW: tl.constexpr,
+                      RQ_MODE: tl.constexpr):
     # BLOCK_M rows per program. ONE_CHUNK (C <= BLOCK_C): x is loaded once and kept in registers (int32); else the
     # columns go in chunks of BLOCK_C, twice: the sums, then the output. x is int32 (|x| < 2^(in_bits-1), the sum
     # < 2^31: ln_chain_bits); the variance is sum x^2 - m (2 sum x - C m) = sum (x - m)^2, both sums in one pass.
@@ -441,16 +461,18 @@ def _layernorm_kernel(x_ptr, b_ptr, c_ptr, bias_ptr, out_ptr, b2_ptr, c2_ptr, ou
     # unrolled); it never rematerializes a while loop (canBeRemat), so _ln_factor's Newton loop is one. kernel_regs.py
     # at (8, 128, 4), int32 chain: 75 -> 57 SASS executed per value; at 4 rows x 1024, 8 warps: 358 -> 136.
     factor = _ln_factor(tl.gather(var, tl.arange(0, BLOCK_M), 0), QBITS, RBITS, ITERATIONS)[:, None]
+    if not NARROW:
+        factor = factor.to(tl.int64)
     mean = mean.to(tl.int32)[:, None]
     if ONE_CHUNK:
-        _ln_store((x - mean).to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out,
-                  b2_ptr, c2_ptr, out2_ptr, stride_out2, LO, HI, KEEP, RQ)
+        _ln_store(x - mean, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, b2_ptr, c2_ptr,
+                  out2_ptr, stride_out2, LO, HI, KEEP, RQ, NARROW, RQ_MODE)
     else:
         for c0 in tl.range(0, C, BLOCK_C, num_stages=STAGES):
             cols = c0 + tl.arange(0, BLOCK_C)[None, :]
             y = _ln_load(x_ptr, rows, rok, cols, C, stride_x) - mean
-            _ln_store(y.to(tl.int64), factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out,
-                      b2_ptr, c2_ptr, out2_ptr, stride_out2, LO, HI, KEEP, RQ)
+            _ln_store(y, factor, rows, rok, cols, C, b_ptr, c_ptr, bias_ptr, out_ptr, stride_out, b2_ptr, c2_ptr,
+                      out2_ptr, stride_out2, LO, HI, KEEP, RQ, NARROW, RQ_MODE)
 
 
 @triton.jit
@@ -747,11 +769,13 @@ def layernorm(x: torch.Tensor, ln, m: Dyadic, bias: torch.Tensor, bits: int, rq:
     bias = bias.to(device=x.device, dtype=torch.int64).reshape(-1).contiguous()
     rows = x2d.shape[0]
     bm, block, warps, stages, one = ln_tile(rows, c)
+    narrow = m.c_low is not None and m.c_low >= 33 and bias.numel() > 0  # host facts only (graph capture)
+    rq_mode = hi_word_modes(replace(rq, z_bits=bits), None, None)[0] if rq is not None else 0  # |codes| <= 2^(bits-1)
     _layernorm_kernel[(triton.cdiv(rows, bm),)](x2d, bc[0], bc[1], bias, out, bc2[0], bc2[1], out2, rows, c,
                                                 x2d.stride(0), out.stride(0), out2.stride(0), lo, hi,
                                                 ln.in_bits + bits_for(c), *chain, ln.iterations,
                                                 *ln_mean_magic(ln.in_bits, c), one, bm, block, stages, keep,
-                                                rq is not None, num_warps=warps)
+                                                rq is not None, narrow, rq_mode, num_warps=warps)
     if rq is None:
         return out.reshape(x.shape)
     return (out.reshape(x.shape) if keep else None), out2.reshape(x.shape)

@@ -198,6 +198,8 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # runs, so the options differed by noise only, and where the three sweeps run (32 x 384) 64 x 128 made the attention
 # 4.86 ms against 4.27.
 # attention.one.long: the same for T_PAD >= 512 (BERT's 384 tokens), swept apart (intonly_gpu.py --sweep-at).
+# linear.gelu.large: FC1 + GELU at M >= LARGE_M rows; (0, ...) there or in linear.gelu: the GELU apart (FC1 writes
+# its 16-bit codes, the ShiftGELU kernel reads them).
 # linear.large (M >= LARGE_M rows, e.g. BERT-base 32 x 384) has its own entry so that a sweep at such a size picks
 # its tile apart from the 32 x 128 picks (benchmarks/intonly_gpu.py --sweep-large).
 # Defaults = the H100 sweep's picks (benchmarks/intonly_gpu.py --sweep --sweep-large 32x384, 2026-11-23, code of
@@ -208,7 +210,8 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.narrow": (128, 64, 128, 4, 3),
                                      "linear.small": (16, 64, 128, 4, 3), "linear.large": (64, 128, 128, 4, 4),
                                      "linear.large.narrow": (64, 128, 128, 4, 4),
-                                     "linear.gelu": (64, 128, 128, 4, 4), "attention": (64, 32, 4, 3),
+                                     "linear.gelu": (64, 128, 128, 4, 4), "linear.gelu.large": (64, 128, 128, 4, 4),
+                                     "attention": (64, 32, 4, 3),
                                      "attention.one": (4096, 4), "attention.one.mid": (0, 4),
                                      "attention.one.long": (4096, 4)}
 # attention.one.mid: the one-pass attention at T_PAD 256 (ViT-B's 197 tokens), off: with the deferred normalisation
@@ -228,7 +231,8 @@ LARGE_M = 8192
 # persistent launch were 1.3-2.4x slower everywhere (the flattened loop and its epilogue: 197-254 registers).
 PERSIST: dict[str, int] = {"linear.large.narrow": 2}
 WARP_SPECIALIZE = False  # warp-specialised persistent loop: no faster on Triton 3.6 / H100 (int8_gemm_bert.py)
-TMA: dict[str, bool] = {"linear": True, "linear.large.narrow": True, "linear.gelu": True}
+TMA: dict[str, bool] = {"linear": True, "linear.large.narrow": True, "linear.gelu": True,
+                        "linear.gelu.large": True}
 
 
 def _family(m: int, n: int) -> str:
@@ -296,7 +300,10 @@ def linear_rq(x: torch.Tensor, w: torch.Tensor, lin_bias: torch.Tensor | None, m
                      for t in (bias, lin_bias))
     lo, hi = qrange(bits)
     lo1, hi1 = qrange(bits + 1)
-    family = "linear.gelu" if gelu is not None and rows > 256 else _family(rows, n)
+    family = ("linear.gelu.large" if rows >= LARGE_M else "linear.gelu") if gelu is not None and rows > 256 \
+        else _family(rows, n)
+    if TILES[family][0] == 0:  # (0, ...): no GELU in the epilogue at these sizes, the caller runs it apart
+        return None
     bm, bn, bk, warps, stages = TILES[family]
     num_m, num_n = triton.cdiv(rows, bm), triton.cdiv(n, bn)
     per_sm = PERSIST.get(family, 0)  # (the interpreter's "device" counts as 2 SMs, so tests walk several tiles)
@@ -403,8 +410,10 @@ def _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx, rq_b, rq_c, b_ptr, c_ptr, out
     for n0 in range(0, T, BLOCK_N):
         rn = n0 + tl.arange(0, BLOCK_N)
         s, valid = _score_block(q, k_ptr, mask_ptr, rn, rd, T, skt, HAS_MASK)
-        u = _deferred_weights(_rq_scores(s, rq_b, rq_c, LO, HI, RQ).to(tl.int32), valid, mx, X0, K, DIV_M, DIV_SH,
-                              DIV_WIDE, U_MUL, U_SH)
+        # on the 32-bit requant (RQ > 0, |x| < 2^29) no upper clamp: _deferred_weights takes min(x - mx, 0), and a
+        # counted key above HI makes mx = HI, so a score above HI weighs as HI would (uncounted keys weigh 0)
+        x = _rq_scores(s, rq_b, rq_c, LO, HI if RQ == 0 else 0x7FFFFFFF, RQ).to(tl.int32)
+        u = _deferred_weights(x, valid, mx, X0, K, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH)
         total += tl.sum(u, 1)
         vb = tl.load(v_ptr + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T, other=0)
         acc = tl.dot(u.to(tl.int8), vb, acc, out_dtype=tl.int32)
@@ -421,7 +430,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
                       DIV_SH: tl.constexpr, RS: tl.constexpr, RBITS: tl.constexpr, SCORE_RQ: tl.constexpr,
                       DEFERRED: tl.constexpr, DIV_WIDE: tl.constexpr, U_MUL: tl.constexpr, U_SH: tl.constexpr,
                       NORM_SH: tl.constexpr, CTX_SH: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr):
+                      BLOCK_N: tl.constexpr, NONNEG: tl.constexpr):
     # grid (query blocks, heads, batch): no index division. Three sweeps over the keys, each recomputing the score
     # block on the tensor cores (64 MACs per score at head dim 64, against ~30 integer ops per score for the
     # requant and exponential): 1) the row maximum and minimum of the raw INT32 scores (requant and clamp are
@@ -442,13 +451,17 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_ptr, out_p
     rq_c = tl.load(rq_ptr + 1)
     rn0 = tl.arange(0, BLOCK_N)
     # 1) the row maximum over the counted keys (the INT32 minimum where none counts: then every exponential is 0)
-    raw = tl.full((BLOCK_M,), -0x7FFFFFFF - 1, tl.int32)
-    raw_lo = tl.full((BLOCK_M,), 0x7FFFFFFF, tl.int32)
+    # (elementwise over the block, one reduction at the end; NONNEG: b >= 0 known on the host, no minimum)
+    hi_run = tl.full((BLOCK_M, BLOCK_N), -0x7FFFFFFF - 1, tl.int32)
+    lo_run = tl.full((BLOCK_M, BLOCK_N), 0x7FFFFFFF, tl.int32)
     for n0 in range(0, T, BLOCK_N):
         s, valid = _score_block(q, k_ptr, mask_ptr, n0 + rn0, rd, T, skt, HAS_MASK)
-        raw = tl.maximum(raw, tl.max(tl.where(valid, s, -0x7FFFFFFF - 1), 1))
-        raw_lo = tl.minimum(raw_lo, tl.min(tl.where(valid, s, 0x7FFFFFFF), 1))
-    raw = tl.where(rq_b >= 0, raw, raw_lo)
+        hi_run = tl.maximum(hi_run, tl.where(valid, s, -0x7FFFFFFF - 1))
+        if not NONNEG:
+            lo_run = tl.minimum(lo_run, tl.where(valid, s, 0x7FFFFFFF))
+    raw = tl.max(hi_run, 1)
+    if not NONNEG:
+        raw = tl.where(rq_b >= 0, raw, tl.min(lo_run, 1))
     mx = _rq_scores(raw, rq_b, rq_c, LO, HI, SCORE_RQ).to(tl.int64)[:, None]
     if DEFERRED:
         _deferred_sweep(q, k_ptr, v_ptr, mask_ptr, mx.to(tl.int32), rq_b, rq_c, b_ptr, c_ptr, out_ptr, z, h, rm, rd, T,
@@ -505,8 +518,9 @@ def _onepass_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, rq_ptr, b_ptr, c_pt
     vb = tl.load(v_ptr + z * svb + h * svh + rn.to(tl.int64)[:, None] * svt + rd[None, :], mask=rn[:, None] < T,
                  other=0)  # (T_PAD, HEAD_D) int8
     if DEFERRED:  # the scores requantized once, for the row maximum and the weights
-        x = _rq_scores(s, rq_b, rq_c, LO, HI, SCORE_RQ).to(tl.int32)
-        mx = tl.max(tl.where(valid, x, LO), 1)[:, None]
+        # (as _deferred_sweep, the upper clamp on the row maximum alone: the clamp is monotone)
+        x = _rq_scores(s, rq_b, rq_c, LO, HI if SCORE_RQ == 0 else 0x7FFFFFFF, SCORE_RQ).to(tl.int32)
+        mx = tl.minimum(tl.max(tl.where(valid, x, LO), 1), HI)[:, None]
         u = _deferred_weights(x, valid, mx, X0, OUT_BITS, DIV_M, DIV_SH, DIV_WIDE, U_MUL, U_SH)
         acc = tl.dot(u.to(tl.int8), vb, out_dtype=tl.int32)
         _store_context(_normalize_rows(acc, tl.sum(u, 1), OUT_BITS, NORM_SH, CTX_SH), b_ptr, c_ptr, out_ptr,
@@ -589,6 +603,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m_scores: Dyadi
                                                                  num_warps=one_warps, num_stages=1)
     else:
         bm, bn, warps, stages = TILES["attention"]
-        _attention_kernel[(triton.cdiv(t, bm), h, b)](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
-                                                      num_stages=stages)
+        nonneg = m_scores.b_min is not None and m_scores.b_min >= 0  # a host fact: no device read
+        _attention_kernel[(triton.cdiv(t, bm), h, b)](*args, **consts, BLOCK_M=bm, BLOCK_N=bn, NONNEG=nonneg,
+                                                      num_warps=warps, num_stages=stages)
     return out
