@@ -88,6 +88,29 @@ def test_shift_gelu_bit_exact(dev):
     assert torch.equal(out.long(), INT.gelu_rq(op, x.long(), m, 8))
 
 
+@pytest.mark.parametrize("scale,mode", [(2e-3, 2), (0.05, 2), (1e-3, 3), (3e-4, 3)])
+def test_shift_gelu_every_input_on_the_estimated_quotient(dev, scale, mode):
+    """The sigmoid's quotient estimated and corrected (_gelu_quot_newton; gelu_mode picks the one- or two-sided
+    correction after checking every (m, q) on the host) over every 16-bit input whose sigmoid is not 0, against the
+    torch integer ShiftGELU; and the host check's int32 emulation against the exact quotients."""
+    import numpy as np
+
+    from lowbit.kernels.intonly import gelu_consts, gelu_mode, gelu_newton_quotients, shift_gelu
+
+    op = ShiftGELU.build(scale)
+    x0, k = op.exp.x0, op.out_bits
+    assert gelu_mode(x0, k) == mode and gelu_consts(op, dyadic(2.0**-14, 31), 8)[9] == mode
+    reach = min(1 << 15, (k + 1) * -x0) // 64 * 64  # |x| beyond: q >= k - 1, sigmoid 0
+    x = torch.arange(-reach, reach, device=dev, dtype=torch.int32).reshape(-1, 2 * reach // 64)
+    m = _channel_dyadic(x.shape[1], op.out_bits + 16, 2.0**-16, 2.0**-12)
+    assert torch.equal(shift_gelu(x, op, m, 8).long(), INT.gelu_rq(op, x.long(), m, 8))
+    xs = np.arange(-x0 + 1, -2 * x0 + 1)[None, :]
+    want = (xs << (k - 1)) // (xs + ((-2 * x0) << np.arange(k)[:, None]))
+    assert np.array_equal(gelu_newton_quotients(-x0, k, mode == 3), want)
+    if mode == 3:  # the one-sided correction is not enough here: the host check saw it
+        assert not np.array_equal(gelu_newton_quotients(-x0, k, False), want)
+
+
 @pytest.mark.parametrize("channels", [96, 200])
 def test_layernorm_bit_exact(dev, channels):
     from lowbit.kernels.intonly import layernorm

@@ -21,8 +21,11 @@ per-row Newton chain is int32 non-restoring division, with quotient bits from a 
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
+
+import numpy as np
 
 import torch
 import triton
@@ -137,7 +140,8 @@ def _normalize_rows(acc, total, K: tl.constexpr, NS: tl.constexpr, SH: tl.conste
 
 
 @triton.jit
-def _gelu_sigmoid_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr):
+def _gelu_sigmoid_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr,
+                      MODE: tl.constexpr):
     """ShiftGELU's s = floor(e * 2^(K-1) / (e + E0)), e = ShiftExp(-|x|), E0 = |X0| 2^N, in int32 for any int32 or
     int64 x, bit-exact under gelu_i32's bounds (2 <= K <= N, |X0| (2^K + 2) 2^K <= 2^31). Proof, with x' the base-2
     exponent x + (x >> 1) - (x >> 4) of -|x| (nondecreasing in x), q = floor(-x' / |X0|), m = |X0| (q + 2) + x':
@@ -152,7 +156,45 @@ def _gelu_sigmoid_i32(x, X0: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr,
     a = -tl.maximum(xn + (xn >> 1) - (xn >> 4), (K - 1) * X0)  # in [0, (K-1) |X0|]
     q = _divc(a, DIV_M, DIV_SH)  # in [0, K-1]
     m = (q + 2) * -X0 - a
+    if MODE >= 2:  # the quotient estimated, then corrected (gelu_mode checked every m and q of this X0 and K)
+        return _gelu_quot_newton(m, q, -X0, K, DIV_M, DIV_SH, MODE)
     return _quot_steps(m << (K - 1), m + (-X0 << (q + 1)), K - 1)  # m < denominator
+
+
+# _gelu_quot_newton's fixed point (written out in the kernel too; gelu_mode's exhaustive check runs these): F
+# fraction bits; the reciprocal's linear start 1/(1 + e) ~ A0 - B0 e (the minimax line on [0, 1]: 16/17 - 8/17 e,
+# relative error 1/17) in units of 2^-F
+GELU_NEWTON = (14, 15420, 7710)
+
+
+@triton.jit
+def _gelu_quot_newton(m, q, X: tl.constexpr, K: tl.constexpr, DIV_M: tl.constexpr, DIV_SH: tl.constexpr,
+                      MODE: tl.constexpr):
+    """floor(m 2^(K-1) / (m + X 2^(q+1))) for int32 m in [X + 1, 2X], q in [0, K-1], without a long division:
+    e = m / (X 2^(q+1)) in (0, 1] to F bits (m times DIV_M = ceil(2^DIV_SH / X), the magic of the division by X
+    that gives q; widened to int64 where m DIV_M can reach 2^31), y = 1 / (1 + e) by the minimax line and one Newton step (y (2 - (1 + e) y)), the estimate s0 =
+    2^(K-1) (1 - y), then the exact remainder r = m 2^(K-1) - s0 D corrects it: one step down where r < 0, with
+    MODE 3 also one up where r >= D. Exact where s0 is within the correction's reach and no product leaves int32,
+    which the host (gelu_mode) checks for every (m, q) of this X and K, else it keeps _quot_steps."""
+    F: tl.constexpr = 14  # GELU_NEWTON
+    A0: tl.constexpr = 15420
+    B0: tl.constexpr = 7710
+    if DIV_SH + 1 < F:  # a small X (or a power of two): the magic product is exact, scaled up
+        e = ((m * DIV_M) << (F - 1 - DIV_SH)) >> q
+    elif 2 * X * DIV_M < 2147483648:  # m DIV_M fits int32
+        e = (m * DIV_M) >> (DIV_SH + 1 - F + q)
+    else:  # a large X: one widening multiply
+        e = ((m.to(tl.int64) * DIV_M) >> (DIV_SH + 1 - F + q)).to(tl.int32)
+    y = ((A0 << F) - e * B0) >> F
+    t = (((1 << F) + e) * y) >> F
+    y = (y * ((2 << F) - t)) >> F
+    s = ((1 << F) - y) >> (F - K + 1)
+    d = m + ((2 * X) << q)
+    r = (m << (K - 1)) - s * d
+    s = s - (r < 0).to(tl.int32)
+    if MODE == 3:
+        s = s + (r >= d).to(tl.int32)
+    return s
 
 
 @triton.jit
@@ -310,7 +352,7 @@ def _gelu_value(x, cols, cok, b_ptr, c_ptr, LO: tl.constexpr, HI: tl.constexpr, 
     if I32:  # the sigmoid in int32 (gelu_i32 holds the bounds)
         if x.dtype != tl.int64:
             x = x.to(tl.int32)
-        s = _gelu_sigmoid_i32(x, X0, OUT_BITS, DIV_M, DIV_SH)
+        s = _gelu_sigmoid_i32(x, X0, OUT_BITS, DIV_M, DIV_SH, I32)
     else:
         x = x.to(tl.int64)
         e = _shift_exp(-tl.abs(x), X0, N_EXP, EXP_ABITS, EXP_QBITS)
@@ -519,8 +561,10 @@ def channel_dyadic(m: Dyadic, n: int, device) -> tuple[torch.Tensor, torch.Tenso
 # requantization, the int32 I-LayerNorm chain once a warp, int16 16-bit codes, the GELU in FC1's epilogue;
 # `benchmarks/intonly_gpu.py --sweep --sweep-large 32x384 --models bert-base,vit-b16 --batches 32 --seqs 128,384`);
 # the whole forward moved 1-5% between options (the earlier run at 788bfb4 preferred (8, 64, 2, 3) for layernorm,
-# within the same noise).
-TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (1024, 8), "layernorm": (8, 128, 4, 1),
+# within the same noise). layernorm since the sweep at 32 x 384 with the 32-bit affine requant (code of 289c49e,
+# `intonly_gpu.py --sweep-at 32x384:layernorm`): (16, 128, 4, 1), forward 7.655 ms against 7.808 for (8, 128, 4, 1)
+# and up to 11.08 (sm_90: 80 registers, 48 SASS executed a value, against 61).
+TILES: dict[str, tuple[int, ...]] = {"requant": (1024, 8), "gelu": (1024, 8), "layernorm": (16, 128, 4, 1),
                                      "shiftmax": (1024, 4)}
 
 
@@ -611,6 +655,54 @@ def gelu_i32(op) -> tuple[int, int] | None:
     return (m, sh) if m < 2**31 else None
 
 
+def gelu_newton_quotients(x: int, k: int, two_sided: bool) -> np.ndarray:
+    """_gelu_quot_newton's results for every (m, q), m in [x + 1, 2x] and q in [0, k - 1], shape (k, x), computed
+    with the kernel's int32 operations on int64 numpy arrays (gelu_i32's magic for x); raises OverflowError where an
+    intermediate leaves int32."""
+    f, a0, b0 = GELU_NEWTON
+    div_m, div_sh = divc_magic(x, (k - 1) * x)
+    m = np.arange(x + 1, 2 * x + 1, dtype=np.int64)[None, :]
+    q = np.arange(k, dtype=np.int64)[:, None]
+    if div_sh + 1 < f:
+        steps = [(m * div_m) << (f - 1 - div_sh)]
+        e = steps[-1] >> q
+    else:
+        e = (m * div_m) >> (div_sh + 1 - f + q)  # int32 or widening (the kernel picks by 2 x div_m)
+        steps = [e]
+    steps.append((a0 << f) - e * b0)
+    y = steps[-1] >> f
+    steps.append(((1 << f) + e) * y)
+    t = steps[-1] >> f
+    steps.append(y * ((2 << f) - t))
+    y = steps[-1] >> f
+    s = ((1 << f) - y) >> (f - k + 1)
+    d = m + ((2 * x) << q)
+    steps.append(s * d)
+    r = (m << (k - 1)) - steps[-1]
+    s = s - (r < 0) + ((r >= d) if two_sided else 0)
+    if any(np.abs(v).max() >= 2**31 for v in steps + [r, d]):
+        raise OverflowError("gelu_newton_quotients: an intermediate leaves int32")
+    return s
+
+
+@functools.lru_cache(maxsize=None)
+def gelu_mode(x0: int, k: int) -> int:
+    """I32 of _gelu_value for a ShiftGELU with X0 = x0 and k output bits (gelu_i32's bounds hold): 2 or 3 where
+    _gelu_quot_newton with the one- or two-sided correction equals the quotient floor(m 2^(k-1) / (m + |x0|
+    2^(q+1))) for every m and q (checked here exhaustively, at most k 2^15 pairs), else 1 (_quot_steps)."""
+    x = -x0
+    m = np.arange(x + 1, 2 * x + 1, dtype=np.int64)[None, :]
+    q = np.arange(k, dtype=np.int64)[:, None]
+    want = (m << (k - 1)) // (m + ((2 * x) << q))
+    for mode in (2, 3):
+        try:
+            if np.array_equal(gelu_newton_quotients(x, k, mode == 3), want):
+                return mode
+        except OverflowError:
+            break
+    return 1
+
+
 def shiftmax_i32(op, score_bits: int, block_t: int) -> tuple[int, int, int, int] | None:
     """(DIV_M, DIV_SH, RS, RBITS) of the int32 Shiftmax path, or None when a bound fails (int64 path):
     scores of at most 30 bits (x - max and 1.4375 x fit int32), E0 = |X0| 2^n < 2^31 (the exponential fits int32:
@@ -690,12 +782,14 @@ def shift_gelu(x: torch.Tensor, op, m: Dyadic, bits: int) -> torch.Tensor | None
 
 def gelu_consts(op, m: Dyadic, bits: int) -> tuple[int, ...]:
     """The constexprs of _gelu_value after (b_ptr, c_ptr): (LO, HI, X0, N_EXP, EXP_ABITS, EXP_QBITS, E0, OUT_BITS,
-    DIV_ABITS, I32, DIV_M, DIV_SH, RQ) for ShiftGELU ``op`` requantized by m to bits."""
+    DIV_ABITS, I32, DIV_M, DIV_SH, RQ) for ShiftGELU ``op`` requantized by m to bits. I32: 0 the int64 path, else
+    gelu_mode's (1 the int32 long division, 2-3 the estimated and corrected quotient)."""
     e, e0 = op.exp, op.exp.bound()
     fast = gelu_i32(op)
     rq = hi_word_modes(m, None, None)[0]  # mode 1 would not bound |x * factor| (z_bits): int64 then
+    mode = gelu_mode(e.x0, op.out_bits) if fast is not None else 0
     return (*qrange(bits), e.x0, e.n, bits_for(-e.n * e.x0), bits_for(e.n), e0, op.out_bits, bits_for(e0) + op.out_bits,
-            fast is not None, *(fast or (1, 0)), rq if rq == 2 else 0)
+            mode, *(fast or (1, 0)), rq if rq == 2 else 0)
 
 
 def ln_mean_magic(in_bits: int, c: int) -> tuple[int, int, int]:

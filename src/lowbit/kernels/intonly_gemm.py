@@ -194,9 +194,10 @@ def _linear_rq_kernel(x_ptr, w_ptr, lin_bias_ptr, b_ptr, c_ptr, bias_ptr, z2_ptr
 # registers: sm_90, 16-bit codes -> GELU -> int8 (benchmarks/gemm_regs.py): 64x128x128 / 4 warps 255 registers and
 # 64 B spilled, 128x64x128 / 8 warps 148, 64x64x128 / 4 warps 146, 64x32x128 64, no spills. The H100 still prefers
 # 64x128 (sweep at 3fbf9a2, BERT-base 32 x 128 forward: 2.83 ms against 3.16 for 64x32 and 3.62 for 64x64).
-# attention stays 64 x 32 although that sweep picked 64 x 128 (2.80 vs 2.83 ms): at 32 x 128 the one-pass kernel
-# runs, so the options differed by noise only, and where the three sweeps run (32 x 384) 64 x 128 made the attention
-# 4.86 ms against 4.27.
+# attention: 64 x 64 since the sweep at 32 x 384 (code of 289c49e, the host-known multiplier sign and int8 key mask:
+# `intonly_gpu.py --sweep-at 32x384:attention`): BERT-base forward 7.576 ms against 7.754 for 64 x 32 and 7.585-9.03
+# for the others (sm_90: 128 registers, 41.8 SASS a score at T_PAD 512). The sweep at 3fbf9a2 (32 x 128, where the
+# one-pass kernel runs) had differed by noise only.
 # attention.one.long: the same for T_PAD >= 512 (BERT's 384 tokens), swept apart (intonly_gpu.py --sweep-at).
 # linear.gelu.large: FC1 + GELU at M >= LARGE_M rows; (0, ...) there or in linear.gelu: the GELU apart (FC1 writes
 # its 16-bit codes, the ShiftGELU kernel reads them).
@@ -211,7 +212,7 @@ TILES: dict[str, tuple[int, ...]] = {"linear": (64, 128, 128, 4, 4), "linear.nar
                                      "linear.small": (16, 64, 128, 4, 3), "linear.large": (64, 128, 128, 4, 4),
                                      "linear.large.narrow": (64, 128, 128, 4, 4),
                                      "linear.gelu": (64, 128, 128, 4, 4), "linear.gelu.large": (64, 128, 128, 4, 4),
-                                     "attention": (64, 32, 4, 3),
+                                     "attention": (64, 64, 4, 3),
                                      "attention.one": (4096, 4), "attention.one.mid": (0, 4),
                                      "attention.one.long": (4096, 4)}
 # attention.one.mid: the one-pass attention at T_PAD 256 (ViT-B's 197 tokens), off: with the deferred normalisation
